@@ -1,0 +1,274 @@
+"""The ``retrovec`` command line: argument parsing and dispatch only.
+
+Subcommands live in a subparsers table (``run`` now; ``bench`` and ``train`` later). Each
+subcommand is a ``_add_<name>_parser`` function that registers its arguments and a
+``_cmd_<name>(args) -> int`` handler; the work itself lives in library modules
+(``retrovec.random_rollout`` for ``run``).
+
+Exit codes: 0 success, 1 failure while running (a worker crashed, ...), 2 bad usage or a
+game/state that cannot be made, 130 interrupted with Ctrl-C.
+
+Example:
+    Shell::
+
+        $ retrovec run --game Airstriker-Genesis-v0 --num-envs 4 --steps 10000
+        $ python -m retrovec run --num-envs 2 --seconds 5 --json
+
+    Python::
+
+        >>> from retrovec.cli import main
+        >>> main(["run", "--num-envs", "0"])  # doctest: +SKIP
+        2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_GAME = "Airstriker-Genesis-v0"
+DEFAULT_NUM_ENVS = 4
+DEFAULT_STEPS = 10_000
+
+#: ``--autoreset-mode`` choices and the :class:`gymnasium.vector.AutoresetMode` member
+#: names they map to. ``DISABLED`` is left out: a random-action loop wants autoreset.
+AUTORESET_CHOICES = {"next_step": "NEXT_STEP", "same_step": "SAME_STEP"}
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not value > 0:  # also rejects NaN
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return value
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (notes and tracebacks left out)."""
+    text = " ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    return text or type(exc).__name__
+
+
+def _error(command: str, message: str) -> None:
+    print(f"retrovec {command}: error: {message}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------- run
+
+
+def _add_run_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="step a game with random actions and report speed and episode stats",
+        description=(
+            "Build retrovec.make(GAME, num_envs=N), reset it with --seed, step it with "
+            "random actions for the budget and print env steps/s and finished-episode "
+            f"statistics. Without --steps or --seconds, runs {DEFAULT_STEPS} env steps."
+        ),
+    )
+    p.add_argument("--game", default=DEFAULT_GAME, help="stable-retro game id (default: %(default)s)")
+    p.add_argument(
+        "--num-envs",
+        type=_positive_int,
+        default=DEFAULT_NUM_ENVS,
+        metavar="N",
+        help="number of emulators, one worker process each (default: %(default)s)",
+    )
+    budget = p.add_mutually_exclusive_group()
+    budget.add_argument(
+        "--steps",
+        type=_positive_int,
+        metavar="TOTAL",
+        help="total env steps, summed over envs; rounded up to whole vector steps",
+    )
+    budget.add_argument("--seconds", type=_positive_float, metavar="S", help="run for S seconds of stepping")
+    p.add_argument("--state", default=None, help="save state to start from (default: the game's default)")
+    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed for reset and the action space (default: %(default)s)")
+    p.add_argument(
+        "--autoreset-mode",
+        choices=sorted(AUTORESET_CHOICES),
+        default="next_step",
+        help="gymnasium autoreset mode of the vector env (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _format_stats_text(result: dict[str, Any]) -> str:
+    """The human-readable report of ``retrovec run``.
+
+    Example:
+        >>> r = {"game": "G", "state": None, "num_envs": 2, "autoreset_mode": "NextStep",
+        ...      "seed": 0, "steps_per_second": 1000.0, "total_steps": 200, "vector_steps": 100,
+        ...      "wall_seconds": 0.2, "make_seconds": 1.0, "reset_seconds": 0.1,
+        ...      "episodes": 0, "episodes_truncated": 0}
+        >>> print(_format_stats_text(r))  # doctest: +NORMALIZE_WHITESPACE
+        G x 2 envs, NextStep autoreset, seed 0
+        env steps/s: 1,000.0
+        total steps: 200 (100 vector steps)
+        wall time:   0.20 s stepping (make 1.00 s, reset 0.10 s)
+        episodes:    no episode finished
+    """
+    state = f", state {result['state']}" if result.get("state") else ""
+    lines = [
+        f"{result['game']} x {result['num_envs']} envs{state}, "
+        f"{result['autoreset_mode']} autoreset, seed {result['seed']}",
+        f"env steps/s: {result['steps_per_second']:,.1f}",
+        f"total steps: {result['total_steps']} ({result['vector_steps']} vector steps)",
+        f"wall time:   {result['wall_seconds']:.2f} s stepping "
+        f"(make {result['make_seconds']:.2f} s, reset {result['reset_seconds']:.2f} s)",
+    ]
+    if result["episodes"] == 0:
+        lines.append("episodes:    no episode finished")
+    else:
+        lines += [
+            f"episodes:    {result['episodes']} finished ({result['episodes_truncated']} truncated)",
+            f"return:      {result['return_mean']:.2f} ± {result['return_std']:.2f}",
+            f"length:      {result['length_mean']:.1f} ± {result['length_std']:.1f}",
+        ]
+    return "\n".join(lines)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    # Imported here so `retrovec --help` and argument errors stay fast.
+    from gymnasium.vector import AutoresetMode
+
+    from retrovec.errors import RetrovecError
+    from retrovec.make import make  # == retrovec.make, whether or not __init__ re-exports it
+    from retrovec.random_rollout import run_random
+
+    total_steps = args.steps
+    if args.steps is None and args.seconds is None:
+        total_steps = DEFAULT_STEPS
+
+    make_kwargs: dict[str, Any] = {
+        "game": args.game,
+        "num_envs": args.num_envs,
+        "autoreset_mode": AutoresetMode[AUTORESET_CHOICES[args.autoreset_mode]],
+    }
+    if args.state is not None:
+        make_kwargs["state"] = args.state
+
+    t0 = time.perf_counter()
+    try:
+        envs = make(**make_kwargs)
+    except (RetrovecError, ValueError) as exc:
+        what = repr(args.game) + (f" (state {args.state!r})" if args.state else "")
+        _error("run", f"cannot make {what}: {_one_line(exc)}")
+        return 2
+    make_seconds = time.perf_counter() - t0
+
+    try:
+        stats = run_random(
+            envs,
+            total_steps=total_steps,
+            seconds=args.seconds,
+            seed=args.seed,
+            progress=not args.no_progress,
+        )
+    except RetrovecError as exc:
+        _error("run", _one_line(exc))
+        return 1
+    except KeyboardInterrupt:
+        _error("run", "interrupted")
+        return 130
+    finally:
+        envs.close()
+
+    result = {
+        "game": args.game,
+        "state": args.state,
+        "seed": args.seed,
+        "make_seconds": make_seconds,
+        **stats.to_dict(),
+    }
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(_format_stats_text(result))
+    return 0
+
+
+# --------------------------------------------------------------------------- main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The top-level parser with one subparser per subcommand.
+
+    Returns:
+        The parser; each subcommand sets ``handler`` (a ``Namespace -> int`` function).
+
+    Example:
+        >>> args = build_parser().parse_args(["run", "--num-envs", "2", "--steps", "100"])
+        >>> args.command, args.num_envs, args.steps, args.seconds
+        ('run', 2, 100, None)
+    """
+    parser = argparse.ArgumentParser(
+        prog="retrovec",
+        description="Many stable-retro emulators in parallel as one gymnasium vector env.",
+    )
+    try:
+        from retrovec import __version__ as version
+    except ImportError:  # pragma: no cover - package metadata not written yet
+        version = "unknown"
+    parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_run_parser(subparsers)
+    # Later: _add_bench_parser(subparsers), _add_train_parser(subparsers).
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``retrovec`` command line.
+
+    Args:
+        argv: Arguments without the program name; ``None`` reads ``sys.argv[1:]``.
+
+    Returns:
+        The process exit code (argparse's usage errors give 2, ``--help`` gives 0).
+
+    Example:
+        >>> main(["--help"])  # doctest: +SKIP
+        0
+    """
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help, --version, usage errors
+        return exc.code if isinstance(exc.code, int) else 2
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    return handler(args)

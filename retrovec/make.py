@@ -1,0 +1,339 @@
+"""Build stable-retro environments: many in worker processes, or one in this process.
+
+:func:`make` is the entry point of retrovec: it checks its arguments in the parent, then
+returns an :class:`~retrovec.vector_env.AsyncRetroVectorEnv` whose workers each build one
+emulator (stable-retro allows one per process). :func:`make_env` builds a single env in
+the calling process; it is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id.
+
+Example:
+    >>> from retrovec.make import make
+    >>> envs = make("Airstriker-Genesis-v0", num_envs=2)  # doctest: +SKIP
+    >>> obs, infos = envs.reset(seed=0)  # doctest: +SKIP
+    >>> obs.shape  # doctest: +SKIP
+    (2, 224, 320, 3)
+    >>> envs.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import stable_retro
+from stable_retro import Actions, Observations, State
+from stable_retro.data import Integrations
+
+from retrovec.errors import InvalidGameError
+from retrovec.games import resolve_inttype, validate_data_file, validate_game, validate_state
+try:  # DEV-ONLY-STANDIN: remove before hand-off
+    from retrovec.vector_env import AsyncRetroVectorEnv
+except ImportError:  # DEV-ONLY-STANDIN
+    from gymnasium.vector import AsyncVectorEnv as AsyncRetroVectorEnv  # DEV-ONLY-STANDIN
+
+__all__ = ["DEFAULT_GAME", "default_num_envs", "make", "make_env"]
+
+DEFAULT_GAME = "Airstriker-Genesis-v0"
+"""The one game whose ROM ships with stable-retro."""
+
+StateArg = str | os.PathLike[str] | State
+Wrapper = Callable[[gym.Env], gym.Env]
+
+
+def default_num_envs() -> int:
+    """The number of envs :func:`make` builds when not told: the CPUs this process may use.
+
+    Returns:
+        ``len(os.sched_getaffinity(0))`` where the OS has it (it honours ``taskset`` and
+        CPU pinning), else ``os.cpu_count()``, and at least 1.
+
+    Example:
+        >>> default_num_envs() >= 1
+        True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _make_retro_env(
+    game: str,
+    state: StateArg,
+    retro_kwargs: dict[str, Any],
+    make_fn: Callable[..., gym.Env] | None,
+    wrappers: tuple[Wrapper, ...],
+    custom_paths: tuple[str, ...],
+) -> gym.Env:
+    """Build one env inside a worker; :func:`make` binds it with ``functools.partial``."""
+    if custom_paths:  # a spawned worker does not inherit the parent's custom integrations
+        Integrations._init()
+        for path in custom_paths:
+            if path not in Integrations.CUSTOM_PATHS:
+                Integrations.add_custom_path(path)
+    env = (make_fn or stable_retro.make)(game=game, state=state, **retro_kwargs)
+    for wrapper in wrappers:
+        env = wrapper(env)
+    return env
+
+
+def _is_int_at_least(value: object, low: int) -> bool:
+    try:
+        return not isinstance(value, bool) and operator.index(value) >= low  # type: ignore[arg-type]
+    except TypeError:
+        return False
+
+
+def _check_num_envs(num_envs: object) -> int:
+    if isinstance(num_envs, bool) or not hasattr(num_envs, "__index__"):
+        raise TypeError(f"num_envs must be an int >= 1, got {num_envs!r}")
+    n = operator.index(num_envs)  # type: ignore[arg-type]
+    if n < 1:
+        raise InvalidGameError(f"num_envs must be an int >= 1, got {n}")
+    return n
+
+
+def _check_wrappers(wrappers: Sequence[Wrapper]) -> tuple[Wrapper, ...]:
+    if callable(wrappers):
+        raise TypeError(
+            f"wrappers must be a sequence of callables env -> env, got {wrappers!r}: "
+            "for a single wrapper pass a list, wrappers=[wrapper]"
+        )
+    if not isinstance(wrappers, Sequence) or isinstance(wrappers, str):
+        raise TypeError(
+            f"wrappers must be a sequence of callables env -> env, applied in order, got {wrappers!r}"
+        )
+    for i, wrapper in enumerate(wrappers):
+        if not callable(wrapper):
+            raise TypeError(f"wrappers[{i}] must be a callable env -> env, got {wrapper!r}")
+    return tuple(wrappers)
+
+
+def make(
+    game: str = DEFAULT_GAME,
+    num_envs: int | None = None,
+    *,
+    state: StateArg | Sequence[StateArg] = State.DEFAULT,
+    scenario: str | None = None,
+    info: str | None = None,
+    players: int = 1,
+    obs_type: Observations = Observations.IMAGE,
+    use_restricted_actions: Actions = Actions.FILTERED,
+    inttype: Integrations = Integrations.DEFAULT,
+    render_mode: str | None = None,
+    max_episode_steps: int | None = None,
+    wrappers: Sequence[Wrapper] = (),
+    make_fn: Callable[..., gym.Env] | None = None,
+    validate: bool | None = None,
+    seed: int | None = None,
+    **vector_kwargs: Any,
+) -> AsyncRetroVectorEnv:
+    """Run ``num_envs`` copies of a stable-retro game, each in its own worker process.
+
+    Every argument is checked in this process before any worker starts, so a typo fails
+    fast with a message that says what was expected. The returned env is not reset: call
+    ``envs.reset(seed=...)`` as with any gymnasium vector env.
+
+    Args:
+        game: A stable-retro game id; see :func:`retrovec.games.list_games`.
+        num_envs: How many envs (and worker processes). ``None``: the length of ``state``
+            when that is a sequence, else :func:`default_num_envs` (the CPUs this process
+            may use).
+        state: Where each env starts: ``stable_retro.State.DEFAULT`` (the game's default
+            state), ``stable_retro.State.NONE`` (power-on), a state name such as
+            ``"Level1"``, or the path of a gzip-compressed ``.state`` file; or a sequence
+            (list, tuple) of those with exactly one per env. A string is one state.
+        scenario: Name (without ``.json``) or ``.json`` path of the scenario file that
+            defines reward and done; ``None``: the game's ``scenario.json``.
+        info: Name or ``.json`` path of the data file that names RAM variables;
+            ``None``: the game's ``data.json``.
+        players: Number of players.
+        obs_type: ``Observations.IMAGE`` (RGB frames) or ``Observations.RAM``.
+        use_restricted_actions: The action space, as in :func:`stable_retro.make`.
+        inttype: Integrations to search for the game. The default,
+            ``Integrations.DEFAULT``, is stable-retro's: stable games plus whatever
+            ``stable_retro.data.add_custom_integration`` added in this process. It is
+            resolved here and the custom paths are re-added in each worker, so custom
+            integrations also work with the ``spawn`` and ``forkserver`` start methods.
+        render_mode: ``None`` or ``"rgb_array"``; workers cannot open windows.
+        max_episode_steps: If given, each env is wrapped in
+            :class:`gymnasium.wrappers.TimeLimit` before ``wrappers``.
+        wrappers: Callables ``env -> env`` applied in order inside each worker, e.g.
+            gymnasium wrapper classes. With the ``spawn`` or ``forkserver`` start methods
+            they must be picklable by cloudpickle.
+        make_fn: Replaces :func:`stable_retro.make` in each worker. It is called as
+            ``make_fn(game=..., state=..., scenario=..., info=..., players=...,
+            obs_type=..., use_restricted_actions=..., inttype=..., render_mode=...)`` and
+            must return a gymnasium env; it may build a ``RetroEnv`` subclass, register a
+            custom integration first, or ignore ``game`` altogether.
+        validate: Check ``game``, ``state``, ``scenario`` and ``info`` against the files
+            of stable-retro's integrations. ``None`` (default): check them unless
+            ``make_fn`` is given, since a custom ``make_fn`` may resolve them its own way
+            (say, an integration it registers inside the worker). Pass ``True`` to keep
+            the checks with a ``make_fn`` that uses stable-retro's integrations. Argument
+            types, counts and ``render_mode`` are always checked.
+        seed: If given, seeds ``action_space``, ``single_action_space``,
+            ``observation_space`` and ``single_observation_space`` so that ``sample()`` is
+            reproducible. It does not reset the env; pass a seed to ``reset`` for that.
+            Note that ``RetroEnv.reset(seed=...)`` only seeds ``np_random``: the emulator
+            itself is deterministic and restarts from the same state.
+        **vector_kwargs: Passed to :class:`~retrovec.vector_env.AsyncRetroVectorEnv`:
+            ``shared_memory``, ``copy``, ``context``, ``daemon``, ``observation_mode``,
+            ``autoreset_mode``.
+
+    Returns:
+        The vector env, not yet reset. Close it (or use it in a ``with`` block) to stop
+        the workers.
+
+    Raises:
+        UnknownGameError: No integration has ``game``; the message lists close names.
+        RomNotImportedError: The game's ROM is not imported; the message says how.
+        UnknownStateError: The game has no such state; the message lists its states.
+        InvalidGameError: ``num_envs`` < 1, a state list whose length is not
+            ``num_envs``, or a missing scenario or info file.
+        ValueError: ``render_mode`` is not ``None`` or ``"rgb_array"``; bad ``players``,
+            ``max_episode_steps`` or ``seed``.
+        TypeError: An argument of the wrong type, such as ``wrappers`` that are not a
+            sequence of callables.
+
+    Example:
+        >>> import retrovec
+        >>> envs = retrovec.make("Airstriker-Genesis-v0", num_envs=2,
+        ...                      state=["Level1", "/path/to/Later.state"])  # doctest: +SKIP
+        >>> with envs:  # doctest: +SKIP
+        ...     obs, infos = envs.reset(seed=0)
+        ...     obs, rewards, terminations, truncations, infos = envs.step(
+        ...         envs.action_space.sample())
+    """
+    one_state = isinstance(state, (str, os.PathLike, State))
+    if not one_state and not isinstance(state, Sequence):
+        raise TypeError(
+            "state must be a state name, a .state path, a stable_retro.State, or a sequence "
+            f"with one of those per env, got {state!r}"
+        )
+    if num_envs is None:
+        num_envs = default_num_envs() if one_state else len(state)
+    num_envs = _check_num_envs(num_envs)
+    states = [state] * num_envs if one_state else list(state)
+    if len(states) != num_envs:
+        raise InvalidGameError(
+            f"state lists {len(states)} states but num_envs is {num_envs}: pass one state "
+            "for every env, or a sequence with exactly one state per env."
+        )
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(
+            f"render_mode must be None or 'rgb_array', got {render_mode!r}: the envs run in "
+            "worker processes, which cannot open windows; use 'rgb_array' and show the "
+            "frames from envs.render() yourself."
+        )
+    if not _is_int_at_least(players, 1):
+        raise ValueError(f"players must be an int >= 1, got {players!r}")
+    if max_episode_steps is not None and not _is_int_at_least(max_episode_steps, 1):
+        raise ValueError(
+            f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}"
+        )
+    if seed is not None and not _is_int_at_least(seed, 0):
+        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    wrappers = _check_wrappers(wrappers)
+    if make_fn is not None and not callable(make_fn):
+        raise TypeError(f"make_fn must be callable like stable_retro.make, got {make_fn!r}")
+    if not isinstance(obs_type, Observations):
+        raise TypeError(f"obs_type must be a stable_retro.Observations, got {obs_type!r}")
+    if not isinstance(use_restricted_actions, Actions):
+        raise TypeError(
+            f"use_restricted_actions must be a stable_retro.Actions, got {use_restricted_actions!r}"
+        )
+
+    inttype = resolve_inttype(inttype)
+    if validate or (validate is None and make_fn is None):
+        validate_game(game, inttype)
+        checked: dict[Any, StateArg] = {}
+        for i, s in enumerate(states):
+            if s not in checked:
+                checked[s] = validate_state(game, s, inttype)
+            states[i] = checked[s]
+        scenario = validate_data_file(game, scenario, "scenario", inttype)
+        info = validate_data_file(game, info, "info", inttype)
+
+    if max_episode_steps is not None:
+        limit = functools.partial(gym.wrappers.TimeLimit, max_episode_steps=max_episode_steps)
+        wrappers = (limit, *wrappers)
+    custom_paths: tuple[str, ...] = ()
+    if inttype & Integrations.CUSTOM_ONLY:
+        Integrations._init()
+        custom_paths = tuple(Integrations.CUSTOM_PATHS)
+    retro_kwargs = dict(
+        scenario=scenario,
+        info=info,
+        players=players,
+        obs_type=obs_type,
+        use_restricted_actions=use_restricted_actions,
+        inttype=inttype,
+        render_mode=render_mode,
+    )
+    env_fns = [
+        functools.partial(
+            _make_retro_env, game, s, retro_kwargs, make_fn, wrappers, custom_paths
+        )
+        for s in states
+    ]
+    envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
+    if seed is not None:
+        try:
+            for space in (
+                envs.action_space,
+                envs.single_action_space,
+                envs.observation_space,
+                envs.single_observation_space,
+            ):
+                space.seed(seed)
+        except BaseException:
+            envs.close()
+            raise
+    return envs
+
+
+def make_env(
+    game: str = DEFAULT_GAME,
+    state: StateArg = State.DEFAULT,
+    *,
+    inttype: Integrations = Integrations.DEFAULT,
+    render_mode: str | None = None,
+    **retro_kwargs: Any,
+) -> gym.Env:
+    """Build one stable-retro env in this process, after the same checks as :func:`make`.
+
+    This is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id. Unlike
+    :func:`stable_retro.make`, ``render_mode`` defaults to ``None`` rather than
+    ``"human"`` (which opens a window). Only one emulator may exist per process.
+
+    Args:
+        game: A stable-retro game id.
+        state: A ``stable_retro.State``, state name, or ``.state`` path.
+        inttype: Integrations to search for the game.
+        render_mode: ``None``, ``"rgb_array"`` or ``"human"``.
+        **retro_kwargs: Other arguments of :class:`stable_retro.RetroEnv`: ``scenario``,
+            ``info``, ``players``, ``obs_type``, ``use_restricted_actions``, ``record``.
+
+    Returns:
+        A :class:`stable_retro.RetroEnv`.
+
+    Raises:
+        UnknownGameError, RomNotImportedError, UnknownStateError: as :func:`make`.
+
+    Example:
+        >>> env = make_env("Airstriker-Genesis-v0", state="Level1")  # doctest: +SKIP
+        >>> obs, info = env.reset()  # doctest: +SKIP
+        >>> env.close()  # doctest: +SKIP
+    """
+    inttype = resolve_inttype(inttype)
+    validate_game(game, inttype)
+    state = validate_state(game, state, inttype)
+    for kind in ("scenario", "info"):
+        retro_kwargs[kind] = validate_data_file(game, retro_kwargs.get(kind), kind, inttype)
+    return stable_retro.make(
+        game=game, state=state, inttype=inttype, render_mode=render_mode, **retro_kwargs
+    )

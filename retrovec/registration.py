@@ -1,0 +1,43 @@
+"""Register retrovec's env id with gymnasium.
+
+After :func:`register_envs`, ``gymnasium.make_vec("retrovec/Retro-v0", num_envs=8,
+game=...)`` returns :func:`retrovec.make`'s vector env (its ``vector_entry_point``), and
+``gymnasium.make("retrovec/Retro-v0", game=...)`` one env in the calling process
+(:func:`retrovec.make.make_env`). Keyword arguments are those of :func:`retrovec.make`
+and :func:`retrovec.make.make_env`.
+
+``make_vec(..., vectorization_mode="sync")`` cannot work: it would build every emulator in
+one process, and stable-retro allows only one per process.
+
+Example:
+    >>> import gymnasium
+    >>> register_envs()
+    >>> register_envs()  # again: no error, no warning
+    >>> ENV_ID in gymnasium.registry
+    True
+    >>> envs = gymnasium.make_vec(ENV_ID, num_envs=2, game="Airstriker-Genesis-v0")  # doctest: +SKIP
+    >>> envs.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import gymnasium
+
+__all__ = ["ENV_ID", "register_envs"]
+
+ENV_ID = "retrovec/Retro-v0"
+"""The gymnasium id of retrovec's stable-retro env."""
+
+
+def register_envs() -> None:
+    """Register ``retrovec/Retro-v0`` with gymnasium, once; later calls do nothing.
+
+    Registering imports nothing: gymnasium loads ``retrovec.make`` when the id is made.
+    """
+    if ENV_ID in gymnasium.registry:
+        return
+    gymnasium.register(
+        id=ENV_ID,
+        entry_point="retrovec.make:make_env",
+        vector_entry_point="retrovec.make:make",
+    )

@@ -1,0 +1,371 @@
+"""The one place that defines the shared buffers' shapes, dtypes and offsets.
+
+All per-step data that crosses between the parent and the workers lives in a single
+anonymous shared-memory *arena*: one contiguous batch array ``(num_envs, *shape)`` per leaf
+of the observation space, one per leaf of the action space, and the rewards, terminations
+and truncations. The parent allocates the arena once it knows the spaces (which come from
+the workers: no env is ever built in the parent) and hands its file descriptor to each
+worker over the worker's pipe.
+
+Why hand-written rather than gymnasium's ``create_shared_memory``: gymnasium's buffers are
+``multiprocessing.Array`` objects that must exist before the workers start, which forces a
+probe env in the parent, and that would take the parent's only emulator slot. Why ``memfd``
+rather than ``multiprocessing.shared_memory``: an anonymous ``memfd`` has no name in
+``/dev/shm``, so nothing can leak even when every process is killed with SIGKILL, and there
+is no resource-tracker bookkeeping to get wrong across start methods.
+
+Example:
+    >>> import numpy as np
+    >>> from gymnasium import spaces
+    >>> obs_space = spaces.Dict({"rgb": spaces.Box(0, 255, (4, 4, 3), np.uint8),
+    ...                          "ram": spaces.Box(0, 255, (8,), np.uint8)})
+    >>> layout = ArenaLayout.plan(2, obs_space, spaces.Discrete(5), observations=True)
+    >>> arena = SharedArena.create(layout)
+    >>> batch = arena.observations()
+    >>> sorted(batch), batch["rgb"].shape, arena.rewards.dtype
+    (['ram', 'rgb'], (2, 4, 4, 3), dtype('float64'))
+    >>> write = arena.observation_writer(index=1)
+    >>> write({"rgb": np.ones((4, 4, 3), np.uint8), "ram": np.arange(8, dtype=np.uint8)})
+    >>> int(batch["rgb"][1].sum()), int(batch["rgb"][0].sum())
+    (48, 0)
+    >>> arena.close()
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.error import CustomSpaceError
+from gymnasium.vector.utils import batch_space
+
+__all__ = ["ArenaLayout", "Field", "SharedArena", "copy_structure", "is_shareable"]
+
+_ALIGNMENT = 64  # a cache line: no two fields share one
+_SHAREABLE = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
+
+Path = tuple[Any, ...]
+
+
+@dataclass(frozen=True)
+class Field:
+    """One batch array in the arena.
+
+    Attributes:
+        group: ``"obs"``, ``"action"`` or ``"scalar"``.
+        path: Keys from the space's root to this leaf (``()`` for a leaf space).
+        dtype: The numpy dtype string.
+        shape: The batched shape, ``(num_envs, *leaf_shape)``.
+        offset: Byte offset into the arena.
+    """
+
+    group: str
+    path: Path
+    dtype: str
+    shape: tuple[int, ...]
+    offset: int
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the field in bytes."""
+        return int(np.prod(self.shape, dtype=np.int64)) * np.dtype(self.dtype).itemsize
+
+
+def _leaves(space: spaces.Space, path: Path = ()) -> Iterator[tuple[Path, spaces.Space]]:
+    """Yield ``(path, leaf_space)`` in a fixed order (Dict keys in the space's order)."""
+    if isinstance(space, spaces.Dict):
+        for key, subspace in space.spaces.items():
+            yield from _leaves(subspace, (*path, key))
+    elif isinstance(space, spaces.Tuple):
+        for key, subspace in enumerate(space.spaces):
+            yield from _leaves(subspace, (*path, key))
+    else:
+        yield path, space
+
+
+def is_shareable(space: spaces.Space) -> bool:
+    """Whether every leaf of ``space`` has a fixed shape and dtype.
+
+    Example:
+        >>> is_shareable(spaces.Tuple((spaces.Discrete(3), spaces.Box(0, 1, (2,)))))
+        True
+        >>> is_shareable(spaces.Text(5))
+        False
+    """
+    return all(isinstance(leaf, _SHAREABLE) for _, leaf in _leaves(space))
+
+
+def _get(value: Any, path: Path) -> Any:
+    for key in path:
+        value = value[key]
+    return value
+
+
+def _assemble(space: spaces.Space, arrays: dict[Path, np.ndarray], path: Path = ()) -> Any:
+    """Build the nested dict/tuple structure gymnasium uses for a batch of ``space``."""
+    if isinstance(space, spaces.Dict):
+        return {key: _assemble(sub, arrays, (*path, key)) for key, sub in space.spaces.items()}
+    if isinstance(space, spaces.Tuple):
+        return tuple(_assemble(sub, arrays, (*path, i)) for i, sub in enumerate(space.spaces))
+    return arrays[path]
+
+
+def _fresh(row: np.ndarray) -> Any:
+    return row.copy() if row.ndim else row[()]
+
+
+def copy_structure(value: Any) -> Any:
+    """Copy a nested dict/tuple of numpy arrays (what ``copy=True`` returns).
+
+    Faster than ``copy.deepcopy`` on the hot path: one ``ndarray.copy`` per leaf.
+
+    Example:
+        >>> a = {"x": np.zeros(2)}
+        >>> b = copy_structure(a)
+        >>> b["x"] is a["x"], b == {"x": b["x"]}
+        (False, True)
+    """
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    if isinstance(value, dict):
+        return {key: copy_structure(sub) for key, sub in value.items()}
+    if isinstance(value, tuple):
+        return tuple(copy_structure(sub) for sub in value)
+    return value
+
+
+@dataclass(frozen=True)
+class ArenaLayout:
+    """Where every field lives in the arena. Small and picklable: sent to each worker.
+
+    Attributes:
+        num_envs: Number of rows in every batch array.
+        fields: All fields, in offset order.
+        size: Total bytes.
+        observation_space: The single observation space, or ``None`` when observations
+            travel through the pipes (``shared_memory=False``).
+        action_space: The single action space, or ``None`` when actions travel through
+            the pipes (a space with a leaf of no fixed shape).
+    """
+
+    num_envs: int
+    fields: tuple[Field, ...]
+    size: int
+    observation_space: spaces.Space | None
+    action_space: spaces.Space | None
+
+    @classmethod
+    def plan(
+        cls,
+        num_envs: int,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        observations: bool,
+    ) -> ArenaLayout:
+        """Lay out the arena for ``num_envs`` envs.
+
+        Args:
+            num_envs: Number of sub-environments.
+            observation_space: The single-env observation space.
+            action_space: The single-env action space.
+            observations: Whether observations go in shared memory.
+
+        Returns:
+            The layout.
+
+        Raises:
+            ValueError: ``observations`` is true and the observation space has a leaf
+                without a fixed shape and dtype.
+        """
+        if observations and not is_shareable(observation_space):
+            raise ValueError(
+                f"The observation space {observation_space} cannot live in shared memory "
+                "(every leaf must be a Box, Discrete, MultiBinary or MultiDiscrete). "
+                "Pass shared_memory=False to send observations through the pipes instead."
+            )
+        share_actions = is_shareable(action_space)
+        fields: list[Field] = []
+        offset = 0
+
+        def add(group: str, path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> None:
+            nonlocal offset
+            field = Field(group, path, np.dtype(dtype).str, tuple(int(s) for s in shape), offset)
+            fields.append(field)
+            offset += -(-field.nbytes // _ALIGNMENT) * _ALIGNMENT
+
+        for group, space, wanted in (
+            ("obs", observation_space, observations),
+            ("action", action_space, share_actions),
+        ):
+            if not wanted:
+                continue
+            try:
+                batched = batch_space(space, num_envs)
+            except CustomSpaceError as error:  # pragma: no cover - guarded by is_shareable
+                raise ValueError(f"Cannot batch the space {space}") from error
+            for path, leaf in _leaves(batched):
+                add(group, path, leaf.dtype, leaf.shape)
+        add("scalar", ("rewards",), np.float64, (num_envs,))
+        add("scalar", ("terminations",), np.bool_, (num_envs,))
+        add("scalar", ("truncations",), np.bool_, (num_envs,))
+        return cls(
+            num_envs=num_envs,
+            fields=tuple(fields),
+            size=max(offset, 1),
+            observation_space=observation_space if observations else None,
+            action_space=action_space if share_actions else None,
+        )
+
+
+def _anonymous_fd(size: int) -> int:
+    if hasattr(os, "memfd_create"):
+        fd = os.memfd_create("retrovec-arena", os.MFD_CLOEXEC)
+    else:  # pragma: no cover - non-Linux: an unlinked temporary file serves the same
+        handle = tempfile.TemporaryFile()
+        fd = os.dup(handle.fileno())
+        handle.close()
+    os.ftruncate(fd, size)
+    return fd
+
+
+class SharedArena:
+    """A mapped arena: numpy views onto every field, for the parent or one worker.
+
+    Use :meth:`create` in the parent and :meth:`attach` in a worker.
+
+    Attributes:
+        layout: The layout this arena follows.
+        fd: The file descriptor (the parent keeps it to start replacement workers).
+        rewards: ``(num_envs,)`` float64 view.
+        terminations: ``(num_envs,)`` bool view.
+        truncations: ``(num_envs,)`` bool view.
+    """
+
+    def __init__(self, layout: ArenaLayout, fd: int) -> None:
+        self.layout = layout
+        self.fd = fd
+        self._mmap: mmap.mmap | None = mmap.mmap(fd, layout.size)
+        self._arrays: dict[tuple[str, Path], np.ndarray] = {}
+        for field in layout.fields:
+            count = int(np.prod(field.shape, dtype=np.int64))
+            array = np.frombuffer(self._mmap, field.dtype, count, field.offset)
+            self._arrays[(field.group, field.path)] = array.reshape(field.shape)
+        self.rewards = self._arrays[("scalar", ("rewards",))]
+        self.terminations = self._arrays[("scalar", ("terminations",))]
+        self.truncations = self._arrays[("scalar", ("truncations",))]
+
+    @classmethod
+    def create(cls, layout: ArenaLayout) -> SharedArena:
+        """Allocate a new zero-filled arena (parent side)."""
+        return cls(layout, _anonymous_fd(layout.size))
+
+    @classmethod
+    def attach(cls, layout: ArenaLayout, fd: int) -> SharedArena:
+        """Map an arena received from the parent (worker side)."""
+        return cls(layout, fd)
+
+    def _group(self, group: str) -> dict[Path, np.ndarray]:
+        return {path: array for (g, path), array in self._arrays.items() if g == group}
+
+    def observations(self) -> Any:
+        """The batched observation structure (views), as gymnasium shapes it."""
+        assert self.layout.observation_space is not None
+        return _assemble(self.layout.observation_space, self._group("obs"))
+
+    def observation_writer(self, index: int) -> Callable[[Any], None]:
+        """A function that writes one env's observation into row ``index``.
+
+        It checks the shape of every leaf, so a wrong observation is an error, never a
+        silent broadcast.
+        """
+        assert self.layout.observation_space is not None
+        rows = [(path, array[index, ...]) for path, array in self._group("obs").items()]
+        space = self.layout.observation_space
+
+        def write(observation: Any) -> None:
+            for path, row in rows:
+                value = np.asarray(_get(observation, path))
+                if value.shape != row.shape:
+                    raise ValueError(
+                        f"The env returned an observation of shape {value.shape} at "
+                        f"{list(path) or 'the root'}; its observation space {space} "
+                        f"expects {row.shape}."
+                    )
+                np.copyto(row, value, casting="unsafe")
+
+        return write
+
+    def action_writer(self) -> Callable[[Any], None]:
+        """A function that writes a whole batch of actions (parent side).
+
+        Raises ``ValueError`` for a batch of the wrong shape or an unsafe dtype.
+        """
+        space = self.layout.action_space
+        assert space is not None
+        batch = list(self._group("action").items())
+
+        def write(actions: Any) -> None:
+            for path, buffer in batch:
+                try:
+                    value = np.asarray(_get(actions, path))
+                except (KeyError, IndexError, TypeError) as error:
+                    raise ValueError(
+                        f"Expected a batch of actions shaped like the action space "
+                        f"{space} batched {buffer.shape[0]} times; missing {list(path)}."
+                    ) from error
+                if value.shape != buffer.shape:
+                    raise ValueError(
+                        f"Expected actions of shape {buffer.shape} "
+                        f"({buffer.shape[0]} envs x {space if not path else list(path)}), "
+                        f"got shape {value.shape}."
+                    )
+                if not np.can_cast(value.dtype, buffer.dtype, casting="same_kind"):
+                    raise ValueError(
+                        f"Expected actions of dtype {buffer.dtype} (or one that casts to it "
+                        f"safely), got {value.dtype}."
+                    )
+                np.copyto(buffer, value, casting="same_kind")
+
+        return write
+
+    def action_reader(self, index: int) -> Callable[[], Any]:
+        """A function that returns a fresh copy of env ``index``'s action (worker side)."""
+        space = self.layout.action_space
+        assert space is not None
+        # ``array[index, ...]`` is a view even for 1-D fields; reading a 0-d view with
+        # ``[()]`` gives the numpy scalar that gymnasium's ``iterate`` would have passed.
+        rows = {path: array[index, ...] for path, array in self._group("action").items()}
+        if list(rows) == [()]:
+            row = rows[()]
+            if row.ndim:
+                return row.copy  # the common case: one leaf, one copy
+            return lambda: row[()]
+
+        def read() -> Any:
+            return _assemble(space, {path: _fresh(row) for path, row in rows.items()})
+
+        return read
+
+    def close(self) -> None:
+        """Unmap the arena and close its descriptor.
+
+        Views handed out with ``copy=False`` keep the memory alive: it is freed when the
+        last of them is gone, and since the arena is anonymous nothing else can leak.
+        """
+        self._arrays.clear()
+        self.rewards = self.terminations = self.truncations = None  # type: ignore[assignment]
+        if self._mmap is not None:
+            try:
+                self._mmap.close()
+            except BufferError:
+                pass  # the user still holds views; the mapping goes when they do
+            self._mmap = None
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
