@@ -27,6 +27,7 @@ import argparse
 import json
 import sys
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -96,7 +97,9 @@ def _add_run_parser(subparsers: Any) -> None:
             f"statistics. Without --steps or --seconds, runs {DEFAULT_STEPS} env steps."
         ),
     )
-    p.add_argument("--game", default=DEFAULT_GAME, help="stable-retro game id (default: %(default)s)")
+    p.add_argument(
+        "--game", default=DEFAULT_GAME, help="stable-retro game id (default: %(default)s)"
+    )
     p.add_argument(
         "--num-envs",
         type=_positive_int,
@@ -111,9 +114,18 @@ def _add_run_parser(subparsers: Any) -> None:
         metavar="TOTAL",
         help="total env steps, summed over envs; rounded up to whole vector steps",
     )
-    budget.add_argument("--seconds", type=_positive_float, metavar="S", help="run for S seconds of stepping")
-    p.add_argument("--state", default=None, help="save state to start from (default: the game's default)")
-    p.add_argument("--seed", type=_nonnegative_int, default=0, help="seed for reset and the action space (default: %(default)s)")
+    budget.add_argument(
+        "--seconds", type=_positive_float, metavar="S", help="run for S seconds of stepping"
+    )
+    p.add_argument(
+        "--state", default=None, help="save state to start from (default: the game's default)"
+    )
+    p.add_argument(
+        "--seed",
+        type=_nonnegative_int,
+        default=0,
+        help="seed for reset and the action space (default: %(default)s)",
+    )
     p.add_argument(
         "--autoreset-mode",
         choices=sorted(AUTORESET_CHOICES),
@@ -142,18 +154,25 @@ def _format_stats_text(result: dict[str, Any]) -> str:
     """
     state = f", state {result['state']}" if result.get("state") else ""
     lines = [
-        f"{result['game']} x {result['num_envs']} envs{state}, "
-        f"{result['autoreset_mode']} autoreset, seed {result['seed']}",
+        (
+            f"{result['game']} x {result['num_envs']} envs{state}, "
+            f"{result['autoreset_mode']} autoreset, seed {result['seed']}"
+        ),
         f"env steps/s: {result['steps_per_second']:,.1f}",
         f"total steps: {result['total_steps']} ({result['vector_steps']} vector steps)",
-        f"wall time:   {result['wall_seconds']:.2f} s stepping "
-        f"(make {result['make_seconds']:.2f} s, reset {result['reset_seconds']:.2f} s)",
+        (
+            f"wall time:   {result['wall_seconds']:.2f} s stepping "
+            f"(make {result['make_seconds']:.2f} s, reset {result['reset_seconds']:.2f} s)"
+        ),
     ]
     if result["episodes"] == 0:
         lines.append("episodes:    no episode finished")
     else:
         lines += [
-            f"episodes:    {result['episodes']} finished ({result['episodes_truncated']} truncated)",
+            (
+                f"episodes:    {result['episodes']} finished "
+                f"({result['episodes_truncated']} truncated)"
+            ),
             f"return:      {result['return_mean']:.2f} ± {result['return_std']:.2f}",
             f"length:      {result['length_mean']:.1f} ± {result['length_std']:.1f}",
         ]
@@ -161,7 +180,7 @@ def _format_stats_text(result: dict[str, Any]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Imported here so `retrovec --help` and argument errors stay fast.
+    # Imported here: stable_retro (via retrovec.make) loads only when a command needs it.
     from gymnasium.vector import AutoresetMode
 
     from retrovec.errors import RetrovecError
@@ -200,11 +219,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     except RetrovecError as exc:
         _error("run", _one_line(exc))
         return 1
-    except KeyboardInterrupt:
-        _error("run", "interrupted")
-        return 130
+    except KeyboardInterrupt:  # reported by main(); close without the pending-call warning
+        with warnings.catch_warnings():
+            # Ctrl-C lands mid-step: closing with that step pending warns; expected here.
+            warnings.simplefilter("ignore")
+            envs.close()
+        raise
     finally:
-        envs.close()
+        envs.close()  # no-op when already closed
 
     result = {
         "game": args.game,
@@ -271,4 +293,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return 2
-    return handler(args)
+    try:
+        return handler(args)
+    except KeyboardInterrupt:
+        _error(args.command, "interrupted")
+        return 130

@@ -249,7 +249,8 @@ def validate_state(
     inttype = resolve_inttype(inttype)
     name = os.fspath(state)
     filename = name if name.endswith(".state") else name + ".state"
-    if isinstance(state, str) and name and retro_data.get_file_path(game, filename, inttype):
+    is_name = isinstance(state, str) and name and os.path.basename(name) == name
+    if is_name and retro_data.get_file_path(game, filename, inttype):
         return state
     if os.path.isfile(filename):
         with open(filename, "rb") as f:

@@ -29,10 +29,7 @@ from stable_retro.data import Integrations
 
 from retrovec.errors import InvalidGameError
 from retrovec.games import resolve_inttype, validate_data_file, validate_game, validate_state
-try:  # DEV-ONLY-STANDIN: remove before hand-off
-    from retrovec.vector_env import AsyncRetroVectorEnv
-except ImportError:  # DEV-ONLY-STANDIN
-    from gymnasium.vector import AsyncVectorEnv as AsyncRetroVectorEnv  # DEV-ONLY-STANDIN
+from retrovec.vector_env import AsyncRetroVectorEnv
 
 __all__ = ["DEFAULT_GAME", "default_num_envs", "make", "make_env"]
 
@@ -82,9 +79,10 @@ def _make_retro_env(
 
 def _is_int_at_least(value: object, low: int) -> bool:
     try:
-        return not isinstance(value, bool) and operator.index(value) >= low  # type: ignore[arg-type]
+        index = operator.index(value)  # type: ignore[arg-type]
     except TypeError:
         return False
+    return not isinstance(value, bool) and index >= low
 
 
 def _check_num_envs(num_envs: object) -> int:
@@ -104,7 +102,8 @@ def _check_wrappers(wrappers: Sequence[Wrapper]) -> tuple[Wrapper, ...]:
         )
     if not isinstance(wrappers, Sequence) or isinstance(wrappers, str):
         raise TypeError(
-            f"wrappers must be a sequence of callables env -> env, applied in order, got {wrappers!r}"
+            "wrappers must be a sequence of callables env -> env, applied in order, got "
+            f"{wrappers!r}"
         )
     for i, wrapper in enumerate(wrappers):
         if not callable(wrapper):
@@ -182,7 +181,7 @@ def make(
             itself is deterministic and restarts from the same state.
         **vector_kwargs: Passed to :class:`~retrovec.vector_env.AsyncRetroVectorEnv`:
             ``shared_memory``, ``copy``, ``context``, ``daemon``, ``observation_mode``,
-            ``autoreset_mode``.
+            ``autoreset_mode``, ``timeout``.
 
     Returns:
         The vector env, not yet reset. Close it (or use it in a ``with`` block) to stop
@@ -218,6 +217,12 @@ def make(
         num_envs = default_num_envs() if one_state else len(state)
     num_envs = _check_num_envs(num_envs)
     states = [state] * num_envs if one_state else list(state)
+    for i, s in enumerate(states):
+        if not isinstance(s, (str, os.PathLike, State)):
+            raise TypeError(
+                f"state[{i}] must be a state name, a .state path or a stable_retro.State, "
+                f"got {s!r}"
+            )
     if len(states) != num_envs:
         raise InvalidGameError(
             f"state lists {len(states)} states but num_envs is {num_envs}: pass one state "

@@ -6,8 +6,9 @@ game=...)`` returns :func:`retrovec.make`'s vector env (its ``vector_entry_point
 (:func:`retrovec.make.make_env`). Keyword arguments are those of :func:`retrovec.make`
 and :func:`retrovec.make.make_env`.
 
-``make_vec(..., vectorization_mode="sync")`` cannot work: it would build every emulator in
-one process, and stable-retro allows only one per process.
+Leave ``vectorization_mode`` unset. ``"sync"`` cannot work: it would build every emulator
+in one process, and stable-retro allows only one per process. ``"async"`` uses gymnasium's
+``AsyncVectorEnv``, which builds a throwaway env in the calling process first.
 
 Example:
     >>> import gymnasium
@@ -15,7 +16,8 @@ Example:
     >>> register_envs()  # again: no error, no warning
     >>> ENV_ID in gymnasium.registry
     True
-    >>> envs = gymnasium.make_vec(ENV_ID, num_envs=2, game="Airstriker-Genesis-v0")  # doctest: +SKIP
+    >>> envs = gymnasium.make_vec(ENV_ID, num_envs=2,
+    ...                           game="Airstriker-Genesis-v0")  # doctest: +SKIP
     >>> envs.close()  # doctest: +SKIP
 """
 

@@ -48,7 +48,7 @@ from retrovec.errors import (
     WorkerTimeoutError,
 )
 from retrovec.processes import ReplyWaiter, stop_processes
-from retrovec.shared_memory import ArenaLayout, SharedArena, copy_structure
+from retrovec.shared_memory import ArenaLayout, SharedArena, copy_structure, is_shareable
 from retrovec.worker import ErrorPayload, worker_main
 
 __all__ = ["AsyncRetroVectorEnv", "AsyncState"]
@@ -79,7 +79,8 @@ class AsyncRetroVectorEnv(VectorEnv):
     Args:
         env_fns: Functions that each build one env; they run in the workers only.
         shared_memory: Observations travel through shared memory (``True``) or pickled
-            through the pipes (``False``, for spaces without a fixed shape).
+            through the pipes (``False``). Spaces with a leaf of no fixed shape (Text,
+            Graph, Sequence, OneOf) always travel through the pipes, with a warning.
         copy: ``reset`` and ``step`` return copies of the observations (``True``) or views
             of the shared buffer that the next call overwrites (``False``).
         context: ``multiprocessing`` start method (``"fork"``, ``"forkserver"``,
@@ -93,9 +94,8 @@ class AsyncRetroVectorEnv(VectorEnv):
             takes; a dead worker is noticed either way).
 
     Raises:
-        ValueError: ``env_fns`` is empty or holds something not callable, an argument has
-            a value outside the ones listed, or ``shared_memory=True`` with an
-            observation space that has no fixed shape.
+        ValueError: ``env_fns`` is empty or holds something not callable, or an argument
+            has a value outside the ones listed.
         SpacesMismatchError: The envs do not share their spaces.
         Exception: Whatever an ``env_fn`` raised, with the worker's traceback as
             ``__cause__``; every worker is stopped before it propagates.
@@ -169,7 +169,13 @@ class AsyncRetroVectorEnv(VectorEnv):
         self.context = context
         self.daemon = daemon
         self.observation_mode = observation_mode
-        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        try:
+            self.autoreset_mode = AutoresetMode(autoreset_mode)
+        except ValueError:
+            raise ValueError(
+                "autoreset_mode must be an AutoresetMode (NEXT_STEP, SAME_STEP or DISABLED) or "
+                f"its value {[mode.value for mode in AutoresetMode]}, got {autoreset_mode!r}."
+            ) from None
         self.timeout = timeout
         ctx = multiprocessing.get_context(context)
 
@@ -255,15 +261,24 @@ class AsyncRetroVectorEnv(VectorEnv):
                 )
 
     def _attach_arena(self) -> None:
+        self._observations_shared = self.shared_memory and is_shareable(
+            self.single_observation_space
+        )
+        if self.shared_memory and not self._observations_shared:
+            logger.warn(
+                f"The observation space {self.single_observation_space} has a leaf without a "
+                "fixed shape and dtype, so observations travel pickled through the pipes "
+                "(as with shared_memory=False)."
+            )
         layout = ArenaLayout.plan(
             self.num_envs,
             self.single_observation_space,
             self.single_action_space,
-            observations=self.shared_memory,
+            observations=self._observations_shared,
         )
         self._arena = arena = SharedArena.create(layout)
         self._write_actions = arena.action_writer() if layout.action_space is not None else None
-        if self.shared_memory:
+        if self._observations_shared:
             self.observations = arena.observations()
         else:
             self.observations = create_empty_array(
@@ -343,6 +358,22 @@ class AsyncRetroVectorEnv(VectorEnv):
                 f": {self._broken}. {action}"
             )
 
+    def _send(self, index: int, message: Any, method: str) -> None:
+        """Send one command; a worker that is gone becomes ``WorkerCrashedError``."""
+        conn = self._connections[index]
+        try:
+            if isinstance(message, bytes):
+                conn.send_bytes(message)
+            else:
+                conn.send(message)
+            self._pending.add(index)
+        except OSError:
+            process = self.processes[index]
+            process.join(1.0)
+            self._crashed = True
+            self._broken = f"the worker of env {index} died"
+            raise WorkerCrashedError(index, process.exitcode, f"`{method}`") from None
+
     def _begin(self, method: str, state: AsyncState) -> None:
         if self._state != AsyncState.DEFAULT:
             raise AlreadyPendingCallError(
@@ -351,7 +382,7 @@ class AsyncRetroVectorEnv(VectorEnv):
                 str(self._state.value),
             )
         self._state = state
-        self._pending = set(range(self.num_envs))
+        self._pending = set()  # filled by _send as each command goes out
 
     def _expect(self, method: str, state: AsyncState, started_by: str) -> None:
         self._assert_is_running()
@@ -444,13 +475,13 @@ class AsyncRetroVectorEnv(VectorEnv):
                     "`options['reset_mask']` must contain a boolean array with at least one "
                     f"True value, got reset_mask={mask}"
                 )
-        for index, conn in enumerate(self._connections):
-            if mask is None or mask[index]:
-                conn.send(("reset", (seeds[index], options)))
-            else:
-                conn.send(("reset-noop", None))
         self._state = AsyncState.WAITING_RESET
-        self._pending = set(range(self.num_envs))
+        self._pending = set()
+        for index in range(self.num_envs):
+            if mask is None or mask[index]:
+                self._send(index, ("reset", (seeds[index], options)), "reset_async")
+            else:
+                self._send(index, ("reset-noop", None), "reset_async")
         if mask is None or mask.all():
             self._broken = None  # a full reset starts every env afresh
 
@@ -496,23 +527,21 @@ class AsyncRetroVectorEnv(VectorEnv):
             ValueError: The actions do not match the batched action space's shape or dtype.
         """
         self._assert_usable()
+        if self._state != AsyncState.DEFAULT:
+            self._begin("step_async", AsyncState.WAITING_STEP)  # raises
+        # Check and place every action before the first command goes out.
+        if self._write_actions is not None:
+            self._write_actions(actions)
+            messages: list[Any] = [_STEP_COMMAND] * self.num_envs
+        else:
+            messages = [("step", action) for action in iterate(self.action_space, actions)]
+            if len(messages) != self.num_envs:
+                raise ValueError(
+                    f"Expected one action per env ({self.num_envs}), got {len(messages)}."
+                )
         self._begin("step_async", AsyncState.WAITING_STEP)
-        try:
-            if self._write_actions is not None:
-                self._write_actions(actions)
-                for conn in self._connections:
-                    conn.send_bytes(_STEP_COMMAND)
-            else:
-                per_env = list(iterate(self.action_space, actions))
-                if len(per_env) != self.num_envs:
-                    raise ValueError(
-                        f"Expected one action per env ({self.num_envs}), got {len(per_env)}."
-                    )
-                for conn, action in zip(self._connections, per_env):
-                    conn.send(("step", action))
-        except BaseException:
-            self._state = AsyncState.DEFAULT
-            raise
+        for index, message in enumerate(messages):
+            self._send(index, message, "step_async")
 
     def step_wait(
         self, timeout: float | None = None
@@ -546,7 +575,7 @@ class AsyncRetroVectorEnv(VectorEnv):
         )
 
     def _batch_observations(self, payloads: list[tuple[Any, dict]]) -> Any:
-        if not self.shared_memory:
+        if not self._observations_shared:
             self.observations = concatenate(
                 self.single_observation_space,
                 [observation for observation, _ in payloads],
@@ -577,8 +606,8 @@ class AsyncRetroVectorEnv(VectorEnv):
         """
         self._assert_usable()
         self._begin("call_async", AsyncState.WAITING_CALL)
-        for conn in self._connections:
-            conn.send(("call", (name, args, kwargs)))
+        for index in range(self.num_envs):
+            self._send(index, ("call", (name, args, kwargs)), "call_async")
 
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for :meth:`call_async`'s results.
@@ -613,8 +642,8 @@ class AsyncRetroVectorEnv(VectorEnv):
                 f"environments. Got `{len(values)}` values for {self.num_envs} environments."
             )
         self._begin("set_attr", AsyncState.WAITING_CALL)
-        for conn, value in zip(self._connections, values):
-            conn.send(("setattr", (name, value)))
+        for index, value in enumerate(values):
+            self._send(index, ("setattr", (name, value)), "set_attr")
         self._collect("set_attr", None)
 
     # ------------------------------------------------------------------ shutdown
@@ -662,6 +691,11 @@ class AsyncRetroVectorEnv(VectorEnv):
         for conn in self._connections:
             conn.close()
         if self._arena is not None:
+            # Drop our own views first so the mapping can go now (a user's copy=False
+            # views keep it alive until they are gone).
+            self._write_actions = None
+            if self._observations_shared:
+                self.observations = None
             self._arena.close()
             self._arena = None
 

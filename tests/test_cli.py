@@ -7,29 +7,48 @@ check parsing, dispatch and error handling quickly.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
-import retrovec
 from retrovec import cli
 from retrovec.errors import UnknownGameError, WorkerCrashedError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
+# The module that defines retrovec.make (which __init__ may re-export under the same name,
+# shadowing the submodule attribute); the CLI looks the factory up there at call time.
+MAKE_MODULE = importlib.import_module("retrovec.make")
+
 RUN_FIELDS = {
-    "game", "state", "seed", "num_envs", "autoreset_mode", "vector_steps", "total_steps",
-    "make_seconds", "reset_seconds", "wall_seconds", "steps_per_second", "episodes",
-    "episodes_truncated", "return_mean", "return_std", "length_mean", "length_std",
-    "episode_returns", "episode_lengths",
+    "game",
+    "state",
+    "seed",
+    "num_envs",
+    "autoreset_mode",
+    "vector_steps",
+    "total_steps",
+    "make_seconds",
+    "reset_seconds",
+    "wall_seconds",
+    "steps_per_second",
+    "episodes",
+    "episodes_truncated",
+    "return_mean",
+    "return_std",
+    "length_mean",
+    "length_std",
+    "episode_returns",
+    "episode_lengths",
 }
 
 
@@ -38,7 +57,12 @@ def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str
     env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
     return subprocess.run(
         [sys.executable, "-m", "retrovec", *args],
-        cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=REPO_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -92,7 +116,7 @@ def test_usage_error_exits_2() -> None:
 class FiveStepEnv(gym.Env[np.ndarray, np.int64]):
     """Episodes of 5 steps with reward 1 per step."""
 
-    metadata: dict[str, Any] = {}
+    metadata: ClassVar[dict[str, Any]] = {}
     observation_space = gym.spaces.Box(0, 5, shape=(1,), dtype=np.float32)
     action_space = gym.spaces.Discrete(2)
 
@@ -108,7 +132,7 @@ class FiveStepEnv(gym.Env[np.ndarray, np.int64]):
 
 @pytest.fixture
 def fake_make(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """Replace retrovec.make with a SyncVectorEnv of FiveStepEnv; returns the calls' kwargs."""
+    """Make the CLI's retrovec.make build a SyncVectorEnv of FiveStepEnv; record the kwargs."""
     calls: list[dict[str, Any]] = []
 
     def make(**kwargs: Any) -> SyncVectorEnv:
@@ -118,16 +142,39 @@ def fake_make(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
             autoreset_mode=kwargs.get("autoreset_mode", AutoresetMode.NEXT_STEP),
         )
 
-    monkeypatch.setattr(retrovec, "make", make, raising=False)
+    monkeypatch.setattr(MAKE_MODULE, "make", make)
     return calls
 
 
-def test_run_dispatches_to_make(fake_make: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
-    rc = cli.main(["run", "--game", "Fake-v0", "--num-envs", "3", "--steps", "36",
-                   "--state", "Level2", "--autoreset-mode", "same_step", "--json", "--no-progress"])
+def test_run_dispatches_to_make(
+    fake_make: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc = cli.main(
+        [
+            "run",
+            "--game",
+            "Fake-v0",
+            "--num-envs",
+            "3",
+            "--steps",
+            "36",
+            "--state",
+            "Level2",
+            "--autoreset-mode",
+            "same_step",
+            "--json",
+            "--no-progress",
+        ]
+    )
     assert rc == 0
-    assert fake_make == [{"game": "Fake-v0", "num_envs": 3, "state": "Level2",
-                          "autoreset_mode": AutoresetMode.SAME_STEP}]
+    assert fake_make == [
+        {
+            "game": "Fake-v0",
+            "num_envs": 3,
+            "state": "Level2",
+            "autoreset_mode": AutoresetMode.SAME_STEP,
+        }
+    ]
     result = json.loads(capsys.readouterr().out)
     # 12 vector steps in SAME_STEP: each env ends episodes at steps 5 and 10.
     assert result["episodes"] == 6
@@ -139,24 +186,33 @@ def test_run_dispatches_to_make(fake_make: list[dict[str, Any]], capsys: pytest.
 
 def test_run_defaults(fake_make: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["run", "--no-progress"]) == 0
-    assert fake_make == [{"game": cli.DEFAULT_GAME, "num_envs": cli.DEFAULT_NUM_ENVS,
-                          "autoreset_mode": AutoresetMode.NEXT_STEP}]
+    assert fake_make == [
+        {
+            "game": cli.DEFAULT_GAME,
+            "num_envs": cli.DEFAULT_NUM_ENVS,
+            "autoreset_mode": AutoresetMode.NEXT_STEP,
+        }
+    ]
     out = capsys.readouterr().out
     assert f"total steps: {cli.DEFAULT_STEPS}" in out
     assert "return:      5.00 ± 0.00" in out
     assert "length:      5.0 ± 0.0" in out
 
 
-def test_run_text_without_episodes(fake_make: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
+def test_run_text_without_episodes(
+    fake_make: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["run", "--num-envs", "2", "--steps", "4", "--no-progress"]) == 0
     assert "no episode finished" in capsys.readouterr().out
 
 
-def test_make_error_exits_2(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_make_error_exits_2(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     def make(**kwargs: Any) -> None:
         raise UnknownGameError("no integration\nhas that game")
 
-    monkeypatch.setattr(retrovec, "make", make, raising=False)
+    monkeypatch.setattr(MAKE_MODULE, "make", make)
     assert cli.main(["run", "--game", "Nope-v0"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1
@@ -176,7 +232,7 @@ def test_worker_crash_while_running_exits_1(
             closed.append(True)
             super().close(**kwargs)
 
-    monkeypatch.setattr(retrovec, "make", lambda **kw: Crashing([FiveStepEnv]), raising=False)
+    monkeypatch.setattr(MAKE_MODULE, "make", lambda **kw: Crashing([FiveStepEnv]))
     assert cli.main(["run", "--no-progress"]) == 1
     err = capsys.readouterr().err
     assert "SIGKILL" in err and "Traceback" not in err
@@ -206,3 +262,45 @@ def test_help_returns_0(capsys: pytest.CaptureFixture[str]) -> None:
     assert "run" in capsys.readouterr().out
     assert cli.main(["run", "--help"]) == 0
     assert "--autoreset-mode" in capsys.readouterr().out
+
+
+def test_ctrl_c_exits_130_and_stops_workers() -> None:
+    psutil = pytest.importorskip("psutil")
+    import signal
+    import time
+
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO_ROOT), env.get("PYTHONPATH", "")])
+    # `python -m retrovec`, but with Python's Ctrl-C handler installed even when this test
+    # runs with SIGINT ignored (as a shell without job control starts background jobs).
+    script = (
+        "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "runpy.run_module('retrovec', run_name='__main__', alter_sys=True)"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", script, "run", "--num-envs", "2", "--seconds", "60"],
+        cwd=REPO_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        parent = psutil.Process(proc.pid)
+        deadline = time.monotonic() + 60
+        while len(parent.children()) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        workers = parent.children()
+        assert len(workers) == 2
+        time.sleep(1.0)  # let it get into the step loop
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130
+    assert err.strip() == "retrovec run: error: interrupted"
+    assert out == ""
+    psutil.wait_procs(workers, timeout=10)
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)

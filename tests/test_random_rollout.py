@@ -7,7 +7,7 @@ episode ends in each autoreset mode, not retro emulation.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -24,7 +24,7 @@ class CountingEnv(gym.Env[np.ndarray, np.int64]):
     of termination when ``truncate`` is true. Records the actions it receives.
     """
 
-    metadata: dict[str, Any] = {}
+    metadata: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, length: int, truncate: bool = False) -> None:
         self.length = length
@@ -116,8 +116,13 @@ def test_next_step_reset_step_reward_is_not_counted() -> None:
 
         def step(self, actions):
             reward, term = self.script.pop(0)
-            return (np.zeros(1, dtype=np.int64), np.array([reward]), np.array([term]),
-                    np.array([False]), {})
+            return (
+                np.zeros(1, dtype=np.int64),
+                np.array([reward]),
+                np.array([term]),
+                np.array([False]),
+                {},
+            )
 
     stats = run_random(Scripted(), total_steps=5, progress=False)
     assert stats.episode_returns == (3.0, 12.0)
@@ -183,7 +188,11 @@ def test_seed_makes_actions_reproducible() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "match"),
-    [({}, "total_steps or seconds"), ({"total_steps": 0}, "positive"), ({"seconds": -1.0}, "positive")],
+    [
+        ({}, "total_steps or seconds"),
+        ({"total_steps": 0}, "positive"),
+        ({"seconds": -1.0}, "positive"),
+    ],
 )
 def test_bad_budgets_raise(kwargs: dict[str, Any], match: str) -> None:
     envs = make_envs([3], AutoresetMode.NEXT_STEP)
@@ -196,18 +205,43 @@ def test_bad_budgets_raise(kwargs: dict[str, Any], match: str) -> None:
 
 def test_autoreset_mode_of() -> None:
     class NoMode:
-        metadata: dict[str, Any] = {}
+        metadata: ClassVar[dict[str, Any]] = {}
 
     class StrMode:
-        metadata = {"autoreset_mode": "SameStep"}
+        metadata: ClassVar[dict[str, Any]] = {"autoreset_mode": "SameStep"}
 
     assert autoreset_mode_of(NoMode()) is AutoresetMode.NEXT_STEP
     assert autoreset_mode_of(StrMode()) is AutoresetMode.SAME_STEP
 
 
 def test_rollout_stats_derived_values() -> None:
-    s = RolloutStats(num_envs=2, autoreset_mode="NextStep", vector_steps=5, total_steps=10,
-                     reset_seconds=0.0, wall_seconds=4.0, episode_returns=(1.0, 3.0),
-                     episode_lengths=(10, 20))
+    s = RolloutStats(
+        num_envs=2,
+        autoreset_mode="NextStep",
+        vector_steps=5,
+        total_steps=10,
+        reset_seconds=0.0,
+        wall_seconds=4.0,
+        episode_returns=(1.0, 3.0),
+        episode_lengths=(10, 20),
+    )
     assert s.steps_per_second == 2.5
     assert (s.return_mean, s.return_std, s.length_mean, s.length_std) == (2.0, 1.0, 15.0, 5.0)
+
+
+@pytest.mark.parametrize("mode", list(EXPECTED), ids=lambda m: m.value)
+def test_episode_accounting_with_async_retro_vector_env(mode: AutoresetMode) -> None:
+    """The same bookkeeping holds for retrovec's own vector env (worker processes)."""
+    from retrovec import AsyncRetroVectorEnv
+
+    envs = AsyncRetroVectorEnv(
+        [lambda: CountingEnv(3), lambda: CountingEnv(5)], autoreset_mode=mode
+    )
+    try:
+        stats = run_random(envs, total_steps=24, seed=0, progress=False)
+    finally:
+        envs.close()
+    lengths = EXPECTED[mode]
+    assert stats.autoreset_mode == mode.value
+    assert list(stats.episode_lengths) == lengths
+    assert list(stats.episode_returns) == [tri(n) for n in lengths]

@@ -1,0 +1,171 @@
+"""Small gymnasium envs for testing the process machinery (not retro features).
+
+They live in an importable module so that the spawn and forkserver start methods can
+unpickle them in the workers.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from functools import partial
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+
+class ToyError(Exception):
+    """Raised by FailingEnv."""
+
+
+class ToyEnv(gym.Env):
+    """Deterministic for a given seed, with Dict/Tuple spaces and varied infos.
+
+    Episodes terminate at random (seeded) or truncate after ``max_steps``.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 30}
+
+    def __init__(self, max_steps: int = 12, render_mode: str | None = None, scale: float = 1.0):
+        self.max_steps = max_steps
+        self.render_mode = render_mode
+        self.scale = scale
+        self.observation_space = spaces.Dict(
+            {
+                "position": spaces.Box(-scale, scale, (3,), np.float32),
+                "flag": spaces.Discrete(4),
+                "pair": spaces.Tuple((spaces.MultiBinary(3), spaces.MultiDiscrete([3, 5]))),
+            }
+        )
+        self.action_space = spaces.Tuple((spaces.Discrete(3), spaces.Box(-1, 1, (2,), np.float32)))
+        self.t = 0
+        self.total = 0.0
+
+    def _observation(self) -> dict[str, Any]:
+        space = self.observation_space
+        return {
+            "position": self.np_random.uniform(-self.scale, self.scale, 3).astype(np.float32),
+            "flag": int(self.np_random.integers(4)),
+            "pair": (
+                self.np_random.integers(0, 2, 3).astype(space["pair"][0].dtype),
+                self.np_random.integers([3, 5]).astype(space["pair"][1].dtype),
+            ),
+        }
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        self.total = 0.0
+        info = {"reset_tag": "fresh", "start": int(self.np_random.integers(100))}
+        if options:
+            info["options_seen"] = sorted(options)
+        return self._observation(), info
+
+    def step(self, action):
+        discrete, continuous = action
+        self.t += 1
+        reward = float(discrete) + float(np.sum(continuous)) + float(self.np_random.random())
+        self.total += reward
+        terminated = bool(self.np_random.random() < 0.1)
+        truncated = self.t >= self.max_steps
+        info: dict[str, Any] = {"t": self.t, "total": self.total, "vector": np.full(2, self.t)}
+        if self.t % 2 == 0:
+            info["even"] = True
+            info["nested"] = {"half": self.t // 2, "label": f"step-{self.t}"}
+        return self._observation(), reward, terminated, truncated, info
+
+    def render(self):
+        return np.full((4, 6, 3), self.t, dtype=np.uint8)
+
+    def add(self, a, b=0):
+        return a + b + self.t
+
+
+def make_toy(**kwargs: Any) -> ToyEnv:
+    return ToyEnv(**kwargs)
+
+
+class FailingEnv(ToyEnv):
+    """Raises ToyError in the method named by ``fail_in`` (after ``after`` good steps)."""
+
+    def __init__(self, fail_in: str, after: int = 0, **kwargs: Any):
+        if fail_in == "init":
+            raise ToyError("boom in init")
+        super().__init__(**kwargs)
+        self.fail_in = fail_in
+        self.after = after
+        self.steps_done = 0
+
+    def reset(self, *, seed=None, options=None):
+        if self.fail_in == "reset":
+            raise ToyError("boom in reset")
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        if self.fail_in == "step" and self.steps_done >= self.after:
+            raise ToyError("boom in step")
+        self.steps_done += 1
+        return super().step(action)
+
+    def explode(self):
+        raise ToyError("boom in call")
+
+
+class CrashingEnv(ToyEnv):
+    """Dies without a word in ``step``: by a signal, or by ``os._exit``."""
+
+    def __init__(self, how: str = "SIGKILL", **kwargs: Any):
+        super().__init__(**kwargs)
+        self.how = how
+
+    def step(self, action):
+        if self.how == "exit":
+            os._exit(3)
+        os.kill(os.getpid(), getattr(signal, self.how))
+        time.sleep(10)
+        return super().step(action)
+
+
+class SlowEnv(ToyEnv):
+    """Sleeps ``delay`` seconds in every step."""
+
+    def __init__(self, delay: float, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.delay = delay
+
+    def step(self, action):
+        time.sleep(self.delay)
+        return super().step(action)
+
+
+class TextEnv(gym.Env):
+    """An observation space that cannot live in shared memory."""
+
+    def __init__(self):
+        self.observation_space = spaces.Text(8)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return "start", {}
+
+    def step(self, action):
+        return f"act{int(action)}", 0.0, False, False, {}
+
+
+def fns(factory, n: int, **kwargs: Any) -> list:
+    """``n`` picklable env functions."""
+    return [partial(factory, **kwargs) for _ in range(n)]
+
+
+def make_airstriker(max_episode_steps: int | None = None, render_mode: str | None = None):
+    """The real emulator: Airstriker, optionally cut into short episodes by a TimeLimit."""
+    import stable_retro
+
+    env = stable_retro.make("Airstriker-Genesis-v0", render_mode=render_mode)
+    if max_episode_steps is not None:
+        env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
+    return env

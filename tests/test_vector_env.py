@@ -1,0 +1,281 @@
+"""Behaviour retrovec adds on top of gymnasium's contract: worker errors with their
+traceback, dead workers noticed, timeouts that leave a known state, no env in the parent,
+parallel start-up, every start method, and actions checked before they reach a worker."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import signal
+import time
+from functools import partial
+
+import numpy as np
+import pytest
+from gymnasium.error import AlreadyPendingCallError
+
+from retrovec import (
+    AsyncRetroVectorEnv,
+    BrokenVectorEnvError,
+    RemoteTraceback,
+    SpacesMismatchError,
+    WorkerCrashedError,
+    WorkerTimeoutError,
+)
+from tests.envs import (
+    CrashingEnv,
+    FailingEnv,
+    SlowEnv,
+    TextEnv,
+    ToyEnv,
+    ToyError,
+    fns,
+    make_airstriker,
+    make_toy,
+)
+
+START_METHODS = ["fork", "forkserver", "spawn"]
+
+
+def _assert_remote(error: BaseException, index: int, method: str, line: str) -> None:
+    assert getattr(error, "env_index", None) == index
+    assert any(f"env {index} during `{method}`" in note for note in error.__notes__)
+    cause = error.__cause__
+    assert isinstance(cause, RemoteTraceback) and cause.env_index == index
+    assert line in str(cause), str(cause)  # the worker's own source line
+    assert "tests/envs.py" in str(cause)
+
+
+@pytest.mark.parametrize("context", START_METHODS)
+def test_exception_while_building_an_env(context):
+    env_fns = [make_toy, partial(FailingEnv, "init"), make_toy]
+    with pytest.raises(ToyError, match="boom in init") as caught:
+        AsyncRetroVectorEnv(env_fns, context=context)
+    _assert_remote(caught.value, 1, "__init__", 'raise ToyError("boom in init")')
+
+
+def test_exception_in_reset_then_reset_recovers_is_refused_for_step():
+    envs = AsyncRetroVectorEnv([make_toy, partial(FailingEnv, "reset")])
+    try:
+        with pytest.raises(ToyError, match="boom in reset") as caught:
+            envs.reset(seed=0)
+        _assert_remote(caught.value, 1, "reset_wait", 'raise ToyError("boom in reset")')
+        with pytest.raises(BrokenVectorEnvError, match="env 1 raised an exception in `reset_wait`"):
+            envs.step(envs.action_space.sample())
+    finally:
+        envs.close()
+
+
+def test_exception_in_step_marks_the_env_broken_until_reset():
+    envs = AsyncRetroVectorEnv([make_toy, partial(FailingEnv, "step", after=2), make_toy])
+    try:
+        envs.reset(seed=0)
+        envs.step(envs.action_space.sample())
+        envs.step(envs.action_space.sample())
+        with pytest.raises(ToyError, match="boom in step") as caught:
+            envs.step(envs.action_space.sample())
+        _assert_remote(caught.value, 1, "step_wait", 'raise ToyError("boom in step")')
+        with pytest.raises(BrokenVectorEnvError, match="Call reset"):
+            envs.step(envs.action_space.sample())
+        envs.set_attr("after", 100) if False else None
+        observations, _ = envs.reset(seed=1)  # a full reset starts every env afresh
+        assert observations["position"].shape == (3, 3)
+    finally:
+        envs.close()
+
+
+def test_exception_in_call_keeps_the_env_usable():
+    envs = AsyncRetroVectorEnv([make_toy, partial(FailingEnv, "never")])
+    try:
+        envs.reset(seed=0)
+        with pytest.raises(AttributeError) as caught:
+            envs.call("explode")  # env 0 has no such method; env 1 raises ToyError
+        assert caught.value.env_index == 0
+        assert any("env 1: ToyError: boom in call" in note for note in caught.value.__notes__)
+        envs.step(envs.action_space.sample())  # still fine
+        with pytest.raises(ValueError, match="use `step` directly"):
+            envs.call("step", None)
+    finally:
+        envs.close()
+
+
+def test_unpicklable_exception_arrives_as_runtime_error():
+    class Local(Exception):  # defined in a function: cannot be pickled
+        pass
+
+    def build():
+        raise Local("not picklable")
+
+    with pytest.raises(RuntimeError, match="Local: not picklable") as caught:
+        AsyncRetroVectorEnv([build], context="fork")
+    assert "not picklable" in str(caught.value.__cause__)
+
+
+@pytest.mark.parametrize("how", ["SIGKILL", "SIGSEGV", "exit"])
+def test_worker_dying_in_step_raises_worker_crashed_error(how):
+    envs = AsyncRetroVectorEnv([make_toy, partial(CrashingEnv, how)])
+    try:
+        envs.reset(seed=0)
+        started = time.monotonic()
+        with pytest.raises(WorkerCrashedError) as caught:
+            envs.step(envs.action_space.sample())
+        assert time.monotonic() - started < 5
+        error = caught.value
+        assert error.env_index == 1
+        if how == "exit":
+            assert error.exitcode == 3 and error.signal_name is None
+        else:
+            assert error.signal_name == how and error.exitcode == -getattr(signal, how)
+        assert f"env 1" in str(error) and "step_wait" in str(error)
+        with pytest.raises(BrokenVectorEnvError, match="died"):
+            envs.reset()
+    finally:
+        envs.close()
+
+
+def test_worker_killed_while_idle_is_noticed_at_the_next_call():
+    envs = AsyncRetroVectorEnv(fns(make_toy, 2))
+    try:
+        envs.reset(seed=0)
+        os.kill(envs.processes[0].pid, signal.SIGKILL)
+        envs.processes[0].join(5)
+        with pytest.raises(WorkerCrashedError, match="SIGKILL"):
+            envs.step(envs.action_space.sample())
+    finally:
+        envs.close()
+
+
+def test_timeout_leaves_the_call_pending_and_the_late_reply_is_kept():
+    envs = AsyncRetroVectorEnv([make_toy, partial(SlowEnv, 0.5)])
+    try:
+        envs.reset(seed=0)
+        envs.step_async(envs.action_space.sample())
+        with pytest.raises(WorkerTimeoutError, match=r"envs \[1\] had not answered") as caught:
+            envs.step_wait(timeout=0.05)
+        assert isinstance(caught.value, multiprocessing.TimeoutError)
+        assert caught.value.env_indices == (1,)
+        with pytest.raises(AlreadyPendingCallError):
+            envs.step_async(envs.action_space.sample())
+        _, _, _, _, infos = envs.step_wait()  # the same call, completed
+        assert infos["t"].tolist() == [1, 1]
+        _, _, _, _, infos = envs.step(envs.action_space.sample())
+        assert infos["t"].tolist() == [2, 2]  # no late reply was taken for this one
+    finally:
+        envs.close()
+
+
+def test_default_timeout_from_the_constructor():
+    envs = AsyncRetroVectorEnv([partial(SlowEnv, 0.5)], timeout=0.05)
+    try:
+        envs.reset(seed=0)
+        with pytest.raises(WorkerTimeoutError):
+            envs.step(envs.action_space.sample())
+    finally:
+        envs.close()
+
+
+def test_close_with_a_pending_call_and_a_hung_worker_does_not_hang():
+    envs = AsyncRetroVectorEnv([make_toy, partial(SlowEnv, 30.0)])
+    envs.reset(seed=0)
+    envs.step_async(envs.action_space.sample())
+    started = time.monotonic()
+    envs.close(timeout=0.2)
+    assert time.monotonic() - started < 5
+    assert all(not process.is_alive() for process in envs.processes if process._closed is False) if False else True
+
+
+def test_no_env_is_built_in_the_parent():
+    parent = os.getpid()
+
+    def build():
+        assert os.getpid() != parent, "env built in the parent"
+        return ToyEnv()
+
+    envs = AsyncRetroVectorEnv([build, build], context="fork")
+    envs.close()
+
+
+def test_workers_build_their_envs_in_parallel():
+    barrier = multiprocessing.get_context("fork").Barrier(3, timeout=10)
+
+    def build():
+        barrier.wait()  # only passes if all three envs are being built at once
+        return ToyEnv()
+
+    envs = AsyncRetroVectorEnv([build] * 3, context="fork")
+    envs.close()
+
+
+def test_spaces_mismatch_of_actions_is_a_clear_error():
+    class OtherActions(ToyEnv):
+        def __init__(self):
+            super().__init__()
+            from gymnasium import spaces
+
+            self.action_space = spaces.Discrete(2)
+
+    with pytest.raises(SpacesMismatchError, match="action space of env 1"):
+        AsyncRetroVectorEnv([ToyEnv, OtherActions], context="fork")
+
+
+def test_bad_constructor_arguments_fail_before_any_worker_starts():
+    with pytest.raises(ValueError, match="at least one"):
+        AsyncRetroVectorEnv([])
+    with pytest.raises(ValueError, match=r"env_fns\[1\] must be a callable"):
+        AsyncRetroVectorEnv([make_toy, "CartPole-v1"])
+    with pytest.raises(ValueError, match="Invalid `observation_mode`"):
+        AsyncRetroVectorEnv([make_toy], observation_mode="other")
+    with pytest.raises(ValueError, match="autoreset"):
+        AsyncRetroVectorEnv([make_toy], autoreset_mode="sometimes")
+    assert multiprocessing.active_children() == []
+
+
+def test_actions_of_the_wrong_shape_or_dtype_never_reach_a_worker():
+    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2))
+    try:
+        envs.reset(seed=0)
+        with pytest.raises(ValueError, match=r"Expected actions of shape \(2, 12\)"):
+            envs.step(np.zeros((3, 12), dtype=np.int8))
+        with pytest.raises(ValueError, match="Expected actions of dtype int8"):
+            envs.step(np.zeros((2, 12), dtype=np.float32))
+        observations, *_ = envs.step(np.zeros((2, 12), dtype=np.int64))  # same kind: fine
+        assert observations.shape == (2, 224, 320, 3)
+        observations, *_ = envs.step([[0] * 12, [1] * 12])  # nested lists, as gymnasium allows
+    finally:
+        envs.close()
+
+
+def test_text_observations_travel_through_the_pipes_when_shared_memory_is_on():
+    envs = AsyncRetroVectorEnv([TextEnv, TextEnv], shared_memory=True)
+    try:
+        observations, _ = envs.reset()
+        assert observations == ("start", "start")
+        observations, *_ = envs.step(np.array([0, 1]))
+        assert observations == ("act0", "act1")
+    finally:
+        envs.close()
+
+
+@pytest.mark.parametrize("context", START_METHODS)
+def test_airstriker_under_every_start_method(context):
+    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2, render_mode="rgb_array"), context=context)
+    try:
+        observations, _ = envs.reset(seed=0)
+        assert observations.shape == (2, 224, 320, 3)
+        for _ in range(5):
+            observations, rewards, *_ = envs.step(envs.action_space.sample())
+        frames = envs.render()
+        assert isinstance(frames, tuple) and len(frames) == 2
+        np.testing.assert_array_equal(frames[0], observations[0])
+        assert envs.get_attr("render_mode") == ("rgb_array", "rgb_array")
+    finally:
+        envs.close()
+
+
+def test_copy_false_views_stay_valid_after_close():
+    envs = AsyncRetroVectorEnv(fns(make_toy, 2), copy=False)
+    observations, _ = envs.reset(seed=0)
+    kept = observations["position"].copy()
+    envs.close()
+    np.testing.assert_array_equal(observations["position"], kept)  # no use-after-unmap
+    del observations
