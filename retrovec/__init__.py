@@ -1,5 +1,8 @@
 """retrovec: many retro-game emulators in parallel, as a gymnasium vector env.
 
+Importing retrovec registers the gymnasium id ``retrovec/Retro-v0`` (as ale_py registers
+its ids), so ``gymnasium.make_vec("retrovec/Retro-v0", num_envs=8, game=...)`` works.
+
 Example:
     >>> import retrovec
     >>> envs = retrovec.make("Airstriker-Genesis-v0", num_envs=2)  # doctest: +SKIP
@@ -22,6 +25,9 @@ from retrovec.errors import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
+from retrovec.factory import make, make_env
+from retrovec.games import list_games, list_states
+from retrovec.registration import ENV_ID, register_envs
 from retrovec.vector_env import AsyncRetroVectorEnv
 
 __version__ = "0.1.0"
@@ -29,6 +35,7 @@ __version__ = "0.1.0"
 __all__ = [
     "AsyncRetroVectorEnv",
     "AutoresetMode",
+    "ENV_ID",
     "BrokenVectorEnvError",
     "InvalidGameError",
     "RemoteTraceback",
@@ -40,4 +47,11 @@ __all__ = [
     "WorkerCrashedError",
     "WorkerTimeoutError",
     "__version__",
+    "list_games",
+    "list_states",
+    "make",
+    "make_env",
+    "register_envs",
 ]
+
+register_envs()

@@ -180,11 +180,11 @@ def _format_stats_text(result: dict[str, Any]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Imported here: stable_retro (via retrovec.make) loads only when a command needs it.
+    # Imported here: stable_retro (via retrovec.factory) loads only when a command needs it.
     from gymnasium.vector import AutoresetMode
 
     from retrovec.errors import RetrovecError
-    from retrovec.make import make  # == retrovec.make, whether or not __init__ re-exports it
+    from retrovec.factory import make
     from retrovec.random_rollout import run_random
 
     total_steps = args.steps

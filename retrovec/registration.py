@@ -3,8 +3,8 @@
 After :func:`register_envs`, ``gymnasium.make_vec("retrovec/Retro-v0", num_envs=8,
 game=...)`` returns :func:`retrovec.make`'s vector env (its ``vector_entry_point``), and
 ``gymnasium.make("retrovec/Retro-v0", game=...)`` one env in the calling process
-(:func:`retrovec.make.make_env`). Keyword arguments are those of :func:`retrovec.make`
-and :func:`retrovec.make.make_env`.
+(:func:`retrovec.factory.make_env`). Keyword arguments are those of :func:`retrovec.make`
+and :func:`retrovec.factory.make_env`.
 
 Leave ``vectorization_mode`` unset. ``"sync"`` cannot work: it would build every emulator
 in one process, and stable-retro allows only one per process. ``"async"`` uses gymnasium's
@@ -34,12 +34,12 @@ ENV_ID = "retrovec/Retro-v0"
 def register_envs() -> None:
     """Register ``retrovec/Retro-v0`` with gymnasium, once; later calls do nothing.
 
-    Registering imports nothing: gymnasium loads ``retrovec.make`` when the id is made.
+    Registering imports nothing: gymnasium loads ``retrovec.factory`` when the id is made.
     """
     if ENV_ID in gymnasium.registry:
         return
     gymnasium.register(
         id=ENV_ID,
-        entry_point="retrovec.make:make_env",
-        vector_entry_point="retrovec.make:make",
+        entry_point="retrovec.factory:make_env",
+        vector_entry_point="retrovec.factory:make",
     )

@@ -31,12 +31,12 @@ from stable_retro.data import Integrations
 from retrovec.errors import InvalidGameError, RomNotImportedError, UnknownGameError
 from retrovec.errors import UnknownStateError
 from retrovec.games import list_games
-from retrovec.make import make
+from retrovec.factory import make
 from retrovec.registration import ENV_ID, register_envs
 from retrovec.vector_env import AsyncRetroVectorEnv
 
 # `retrovec.make` may be the function once retrovec/__init__.py imports it, so fetch the module.
-make_module = importlib.import_module("retrovec.make")
+make_module = importlib.import_module("retrovec.factory")
 
 GAME = "Airstriker-Genesis-v0"
 
@@ -339,8 +339,8 @@ def test_register_envs_is_idempotent() -> None:
         warnings.simplefilter("error")
         register_envs()
     spec = gym.spec(ENV_ID)
-    assert spec.entry_point == "retrovec.make:make_env"
-    assert spec.vector_entry_point == "retrovec.make:make"
+    assert spec.entry_point == "retrovec.factory:make_env"
+    assert spec.vector_entry_point == "retrovec.factory:make"
 
 
 def test_make_vec_through_the_registry(later_state: Path) -> None:

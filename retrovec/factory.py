@@ -6,7 +6,7 @@ emulator (stable-retro allows one per process). :func:`make_env` builds a single
 the calling process; it is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id.
 
 Example:
-    >>> from retrovec.make import make
+    >>> from retrovec.factory import make
     >>> envs = make("Airstriker-Genesis-v0", num_envs=2)  # doctest: +SKIP
     >>> obs, infos = envs.reset(seed=0)  # doctest: +SKIP
     >>> obs.shape  # doctest: +SKIP
