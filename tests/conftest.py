@@ -43,6 +43,13 @@ def _shm_entries() -> set[str]:
     return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
 
 
+def pytest_sessionstart(session):
+    """Make the Atari games playable: import ale-py's ROMs (idempotent, under a second)."""
+    from retrovec.roms import import_ale_roms
+
+    import_ale_roms()
+
+
 @pytest.fixture(autouse=True)
 def no_leaks():
     """Fail the test if it leaves a child process, an arena fd or a /dev/shm segment."""
