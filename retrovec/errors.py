@@ -103,19 +103,38 @@ class WorkerCrashedError(RetrovecError, RuntimeError):
         signal_name: ``"SIGSEGV"`` and so on, or ``None`` when it exited normally.
     """
 
-    def __init__(self, env_index: int, exitcode: int | None, during: str) -> None:
+    def __init__(
+        self,
+        env_index: int,
+        exitcode: int | None,
+        during: str,
+        *,
+        restarted: bool = False,
+        gave_up_after: int | None = None,
+    ) -> None:
         self.env_index = env_index
         self.exitcode = exitcode
+        self.restarted = restarted
         self.signal_name: str | None = None
         if exitcode is not None and exitcode < 0:
             try:
                 self.signal_name = signal.Signals(-exitcode).name
             except ValueError:
                 pass
-        super().__init__(
-            f"The worker of env {env_index} died during {during}: "
-            f"{describe_exitcode(exitcode)}. Close this vector env and build a new one."
-        )
+        how = describe_exitcode(exitcode) if exitcode is not None else "ended"
+        if restarted:
+            advice = (
+                "It was restarted and reset: the vector env is usable, and that env's "
+                "next step reports its episode as truncated."
+            )
+        elif gave_up_after is not None:
+            advice = (
+                f"It was already restarted {gave_up_after} times (max_restarts), so the "
+                "vector env gives up. Close it and build a new one."
+            )
+        else:
+            advice = "Close this vector env and build a new one."
+        super().__init__(f"The worker of env {env_index} died during {during}: {how}. {advice}")
 
 
 class BrokenVectorEnvError(RetrovecError, RuntimeError):

@@ -45,7 +45,14 @@ from gymnasium import spaces
 from gymnasium.error import CustomSpaceError
 from gymnasium.vector.utils import batch_space
 
-__all__ = ["ArenaLayout", "Field", "SharedArena", "copy_structure", "is_shareable"]
+__all__ = [
+    "ArenaLayout",
+    "Field",
+    "SharedArena",
+    "copy_structure",
+    "index_structure",
+    "is_shareable",
+]
 
 _ALIGNMENT = 64  # a cache line: no two fields share one
 _SHAREABLE = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
@@ -89,6 +96,24 @@ def _leaves(space: spaces.Space, path: Path = ()) -> Iterator[tuple[Path, spaces
         yield path, space
 
 
+def _integer_bounds(space: spaces.Space) -> Iterator[tuple[Path, tuple[np.ndarray, np.ndarray]]]:
+    """``(path, (low, high))`` for every leaf whose values are discrete choices.
+
+    Box leaves of a float dtype are left out on purpose: gymnasium envs commonly accept
+    continuous actions outside their bounds and clip them, and code written for gymnasium's
+    vector envs relies on it.
+    """
+    for path, leaf in _leaves(space):
+        if isinstance(leaf, spaces.Discrete):
+            yield path, (np.asarray(leaf.start), np.asarray(leaf.start + leaf.n - 1))
+        elif isinstance(leaf, spaces.MultiDiscrete):
+            yield path, (np.asarray(leaf.start), np.asarray(leaf.start + leaf.nvec - 1))
+        elif isinstance(leaf, spaces.MultiBinary):
+            yield path, (np.asarray(0), np.asarray(1))
+        elif isinstance(leaf, spaces.Box) and np.issubdtype(leaf.dtype, np.integer):
+            yield path, (leaf.low, leaf.high)
+
+
 def is_shareable(space: spaces.Space) -> bool:
     """Whether every leaf of ``space`` has a fixed shape and dtype.
 
@@ -118,6 +143,20 @@ def _assemble(space: spaces.Space, arrays: dict[Path, np.ndarray], path: Path = 
 
 def _fresh(row: np.ndarray) -> Any:
     return row.copy() if row.ndim else row[()]
+
+
+def index_structure(value: Any, index: int) -> Any:
+    """Copy row ``index`` out of a nested dict/tuple of batch arrays.
+
+    Example:
+        >>> index_structure({"x": np.arange(6).reshape(3, 2)}, 1)
+        {'x': array([2, 3])}
+    """
+    if isinstance(value, np.ndarray):
+        return _fresh(value[index, ...])
+    if isinstance(value, dict):
+        return {key: index_structure(sub, index) for key, sub in value.items()}
+    return tuple(index_structure(sub, index) for sub in value)
 
 
 def copy_structure(value: Any) -> Any:
@@ -308,10 +347,11 @@ class SharedArena:
         """
         space = self.layout.action_space
         assert space is not None
-        batch = list(self._group("action").items())
+        bounds = dict(_integer_bounds(space))
+        batch = [(path, buffer, bounds.get(path)) for path, buffer in self._group("action").items()]
 
         def write(actions: Any) -> None:
-            for path, buffer in batch:
+            for path, buffer, limits in batch:
                 try:
                     value = np.asarray(_get(actions, path))
                 except (KeyError, IndexError, TypeError) as error:
@@ -330,6 +370,18 @@ class SharedArena:
                         f"Expected actions of dtype {buffer.dtype} (or one that casts to it "
                         f"safely), got {value.dtype}."
                     )
+                if limits is not None:
+                    low, high = limits
+                    outside = (value < low) | (value > high)
+                    if outside.any():
+                        where = tuple(int(i) for i in np.argwhere(outside)[0])
+                        leaf = space if not path else list(path)
+                        raise ValueError(
+                            f"The action of env {where[0]} is outside the action space {leaf}: "
+                            f"element {where[1:] or ''} is {value[where].item()!r}, expected "
+                            f"{np.broadcast_to(low, value.shape)[where].item()} to "
+                            f"{np.broadcast_to(high, value.shape)[where].item()}."
+                        )
                 np.copyto(buffer, value, casting="same_kind")
 
         return write

@@ -26,7 +26,12 @@ from typing import Any
 
 import numpy as np
 from gymnasium import Env, Space, logger
-from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
+from gymnasium.error import (
+    AlreadyPendingCallError,
+    ClosedEnvironmentError,
+    NoAsyncCallError,
+    ResetNeeded,
+)
 from gymnasium.spaces.utils import is_space_dtype_shape_equiv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.async_vector_env import AsyncState
@@ -42,13 +47,20 @@ from gymnasium.vector.utils import (
 
 from retrovec.errors import (
     BrokenVectorEnvError,
+    describe_exitcode,
     RemoteTraceback,
     SpacesMismatchError,
     WorkerCrashedError,
     WorkerTimeoutError,
 )
 from retrovec.processes import ReplyWaiter, stop_processes
-from retrovec.shared_memory import ArenaLayout, SharedArena, copy_structure, is_shareable
+from retrovec.shared_memory import (
+    ArenaLayout,
+    SharedArena,
+    copy_structure,
+    index_structure,
+    is_shareable,
+)
 from retrovec.worker import ErrorPayload, worker_main
 
 __all__ = ["AsyncRetroVectorEnv", "AsyncState"]
@@ -92,6 +104,14 @@ class AsyncRetroVectorEnv(VectorEnv):
             :class:`~gymnasium.vector.AutoresetMode` and ``docs/autoreset.md``.
         timeout: Default seconds for every ``*_wait`` call (``None``: wait as long as it
             takes; a dead worker is noticed either way).
+        on_worker_failure: What a dead worker does to the vector env. ``"raise"``:
+            :class:`~retrovec.errors.WorkerCrashedError`, after which only ``close()``
+            works. ``"restart"``: a new worker is built from the same ``env_fn`` and
+            reset, that env's episode is reported as truncated with
+            ``info["worker_restarted"]``, and the other envs keep their episodes.
+        max_restarts: With ``"restart"``, how many times each env may be restarted before
+            the vector env gives up with ``WorkerCrashedError``. The counts are in
+            :attr:`restart_counts`.
 
     Raises:
         ValueError: ``env_fns`` is empty or holds something not callable, or an argument
@@ -125,6 +145,8 @@ class AsyncRetroVectorEnv(VectorEnv):
         observation_mode: str | tuple[Space, Space] = "same",
         autoreset_mode: str | AutoresetMode = AutoresetMode.NEXT_STEP,
         timeout: float | None = None,
+        on_worker_failure: str = "raise",
+        max_restarts: int = 3,
     ) -> None:
         self.closed = False
         self._connections: list[Any] = []
@@ -161,6 +183,12 @@ class AsyncRetroVectorEnv(VectorEnv):
             )
         if timeout is not None and timeout < 0:
             raise ValueError(f"timeout must be None or >= 0 seconds, got {timeout}.")
+        if on_worker_failure not in ("raise", "restart"):
+            raise ValueError(
+                f"on_worker_failure must be 'raise' or 'restart', got {on_worker_failure!r}."
+            )
+        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
+            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}.")
 
         self.env_fns = env_fns
         self.num_envs = len(env_fns)
@@ -177,10 +205,16 @@ class AsyncRetroVectorEnv(VectorEnv):
                 f"its value {[mode.value for mode in AutoresetMode]}, got {autoreset_mode!r}."
             ) from None
         self.timeout = timeout
-        ctx = multiprocessing.get_context(context)
+        self.on_worker_failure = on_worker_failure
+        self.max_restarts = max_restarts
+        #: How many times each env's worker was restarted (``on_worker_failure="restart"``).
+        self.restart_counts = np.zeros(self.num_envs, dtype=np.int64)
+        self._ever_reset = np.zeros(self.num_envs, dtype=np.bool_)
+        self._restarted_results: dict[int, tuple[Any, dict]] = {}
+        self._ctx = multiprocessing.get_context(context)
 
         try:
-            self._start_workers(ctx)
+            self._start_workers()
             self._state = AsyncState.WAITING_CALL
             self._pending = set(range(self.num_envs))
             descriptions = self._collect("__init__", timeout)
@@ -198,22 +232,25 @@ class AsyncRetroVectorEnv(VectorEnv):
 
     # ------------------------------------------------------------------ start-up
 
-    def _start_workers(self, ctx: Any) -> None:
-        parent_pid = os.getpid()
+    def _spawn(self, index: int) -> tuple[Any, multiprocessing.process.BaseProcess]:
+        parent_conn, child_conn = self._ctx.Pipe()
+        process = self._ctx.Process(
+            target=worker_main,
+            name=f"Worker<{type(self).__name__}>-{index}",
+            args=(index, CloudpickleWrapper(self.env_fns[index]), child_conn, os.getpid(),
+                  self.autoreset_mode),
+            daemon=self.daemon,
+        )
         with clear_mpi_env_vars():
-            for index, env_fn in enumerate(self.env_fns):
-                parent_conn, child_conn = ctx.Pipe()
-                process = ctx.Process(
-                    target=worker_main,
-                    name=f"Worker<{type(self).__name__}>-{index}",
-                    args=(index, CloudpickleWrapper(env_fn), child_conn, parent_pid,
-                          self.autoreset_mode),
-                    daemon=self.daemon,
-                )
-                self._connections.append(parent_conn)
-                self.processes.append(process)
-                process.start()
-                child_conn.close()
+            process.start()
+        child_conn.close()
+        return parent_conn, process
+
+    def _start_workers(self) -> None:
+        for index in range(self.num_envs):
+            parent_conn, process = self._spawn(index)
+            self._connections.append(parent_conn)
+            self.processes.append(process)
         self._waiter = ReplyWaiter(self._connections, self.processes)
 
     def _adopt_spaces(self, descriptions: list[dict[str, Any]]) -> None:
@@ -237,28 +274,32 @@ class AsyncRetroVectorEnv(VectorEnv):
             )
 
         for index, description in enumerate(descriptions):
-            space = description["observation_space"]
-            same = (
-                space == self.single_observation_space
+            self._check_description(index, description)
+
+    def _check_description(self, index: int, description: dict[str, Any]) -> None:
+        mode = self.observation_mode
+        space = description["observation_space"]
+        same = (
+            space == self.single_observation_space
+            if mode == "same"
+            else is_space_dtype_shape_equiv(space, self.single_observation_space)
+        )
+        if not same:
+            hint = (
+                " If this is intentional, use `observation_mode='different'` instead."
                 if mode == "same"
-                else is_space_dtype_shape_equiv(space, self.single_observation_space)
+                else ""
             )
-            if not same:
-                hint = (
-                    " If this is intentional, use `observation_mode='different'` instead."
-                    if mode == "same"
-                    else ""
-                )
-                raise SpacesMismatchError(
-                    f"The observation space of env {index} ({space}) differs from "
-                    f"{self.single_observation_space} (observation_mode={mode!r}).{hint}"
-                )
-            if description["action_space"] != self.single_action_space:
-                raise SpacesMismatchError(
-                    f"The action space of env {index} ({description['action_space']}) differs "
-                    f"from env 0's ({self.single_action_space}). In order to batch actions, "
-                    "the action spaces from all environments must be equal."
-                )
+            raise SpacesMismatchError(
+                f"The observation space of env {index} ({space}) differs from "
+                f"{self.single_observation_space} (observation_mode={mode!r}).{hint}"
+            )
+        if description["action_space"] != self.single_action_space:
+            raise SpacesMismatchError(
+                f"The action space of env {index} ({description['action_space']}) differs "
+                f"from env 0's ({self.single_action_space}). In order to batch actions, "
+                "the action spaces from all environments must be equal."
+            )
 
     def _attach_arena(self) -> None:
         self._observations_shared = self.shared_memory and is_shareable(
@@ -287,6 +328,7 @@ class AsyncRetroVectorEnv(VectorEnv):
         for conn, process in zip(self._connections, self.processes):
             conn.send(("attach", layout))
             send_handle(conn, arena.fd, process.pid)
+        self._layout = layout
         self._state = AsyncState.WAITING_CALL
         self._pending = set(range(self.num_envs))
         self._collect("__init__", self.timeout)
@@ -309,10 +351,24 @@ class AsyncRetroVectorEnv(VectorEnv):
         replies, self._replies = self._replies, {}
         self._state = AsyncState.DEFAULT
         dead = sorted(index for index, reply in replies.items() if reply is None)
-        if dead:
+        if dead and self.on_worker_failure == "restart" and method != "__init__":
+            for index in dead:
+                payload = self._replace_dead_worker(index, method)
+                if method == "step_wait":
+                    replies[index] = (True, self._truncated_step(index, payload))
+                elif method == "reset_wait":
+                    replies[index] = (True, payload)
+                else:  # the episode ends at the next step
+                    self._restarted_results[index] = payload
+            if method not in ("reset_wait", "step_wait"):
+                raise WorkerCrashedError(
+                    dead[0], self._last_exitcode, f"`{method}`", restarted=True
+                )
+        elif dead:
             index = dead[0]
             self._crashed = True
             self._broken = f"the worker of env {index} died"
+            self.processes[index].join(1.0)  # its pipe may close before it is reaped
             raise WorkerCrashedError(index, self.processes[index].exitcode, f"`{method}`")
         failed = sorted(index for index, (ok, _) in replies.items() if not ok)
         if failed:
@@ -370,9 +426,79 @@ class AsyncRetroVectorEnv(VectorEnv):
         except OSError:
             process = self.processes[index]
             process.join(1.0)
+            if self.on_worker_failure != "restart":
+                self._crashed = True
+                self._broken = f"the worker of env {index} died"
+                raise WorkerCrashedError(index, process.exitcode, f"`{method}`") from None
+            payload = self._replace_dead_worker(index, method)
+            if method == "step_async":  # report a truncated step; send no step
+                self._replies[index] = (True, self._truncated_step(index, payload))
+                return
+            if method != "reset_async":
+                self._restarted_results[index] = payload  # the episode ends at the next step
+            self._send(index, message, method)  # the same command, to the new worker
+
+    def _request(self, index: int, message: Any, method: str) -> Any:
+        """One command to one worker, outside any batch call; returns its payload."""
+        if message is not None:
+            self._connections[index].send(message)
+        pending = {index}
+        replies = list(self._waiter.wait(pending, self.timeout))
+        if pending:
+            raise WorkerTimeoutError(method, self.timeout, [index])
+        _, reply, alive = replies[0]
+        if not alive:
             self._crashed = True
-            self._broken = f"the worker of env {index} died"
-            raise WorkerCrashedError(index, process.exitcode, f"`{method}`") from None
+            self._broken = f"the worker of env {index} died again while being restarted"
+            raise WorkerCrashedError(index, self.processes[index].exitcode, f"`{method}`")
+        if not reply[0]:
+            self._crashed = True
+            self._broken = f"the worker of env {index} failed while being restarted"
+            self._raise_worker_error([index], {index: reply}, method)
+        return reply[1]
+
+    def _replace_dead_worker(self, index: int, method: str) -> tuple[Any, dict]:
+        """Start a new worker for env ``index`` and reset it; returns that reset's
+        ``(observation or None, info)`` with ``info["worker_restarted"] = True``."""
+        process = self.processes[index]
+        process.join(1.0)
+        exitcode = self._last_exitcode = process.exitcode
+        self.restart_counts[index] += 1
+        if self.restart_counts[index] > self.max_restarts:
+            self._crashed = True
+            self._broken = f"the worker of env {index} died {self.restart_counts[index]} times"
+            raise WorkerCrashedError(
+                index, exitcode, f"`{method}`", gave_up_after=self.max_restarts
+            )
+        logger.warn(
+            f"The worker of env {index} {describe_exitcode(exitcode)} during `{method}`; "
+            f"restarting it ({self.restart_counts[index]} of at most {self.max_restarts})."
+        )
+        self._connections[index].close()
+        process.close()
+        self._connections[index], self.processes[index] = self._spawn(index)
+        self._check_description(index, self._request(index, None, "restart"))
+        conn = self._connections[index]
+        conn.send(("attach", self._layout))
+        send_handle(conn, self._arena.fd, self.processes[index].pid)
+        self._request(index, None, "restart")
+        observation, info = self._request(index, ("reset-after-restart", None), "restart")
+        return observation, {**info, "worker_restarted": True}
+
+    def _truncated_step(self, index: int, reset_payload: tuple[Any, dict]) -> tuple[Any, dict]:
+        """The step result of an env whose worker was replaced: its episode is truncated
+        (reward 0) and the observation is the replacement's reset observation."""
+        observation, info = reset_payload
+        arena = self._arena
+        arena.rewards[index] = 0.0
+        arena.terminations[index] = False
+        arena.truncations[index] = True
+        if self.autoreset_mode is AutoresetMode.SAME_STEP:
+            final = observation if not self._observations_shared else index_structure(
+                self.observations, index
+            )
+            info = {"final_info": {"worker_restarted": True}, "final_obs": final, **info}
+        return observation, info
 
     def _begin(self, method: str, state: AsyncState) -> None:
         if self._state != AsyncState.DEFAULT:
@@ -439,8 +565,22 @@ class AsyncRetroVectorEnv(VectorEnv):
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
             seeds = [int(seed) + i for i in range(self.num_envs)]
-        else:
+        elif isinstance(seed, (list, tuple, np.ndarray)):
             seeds = list(seed)
+        else:
+            raise TypeError(
+                f"seed must be None, an int (env i gets seed + i) or a list with one int or "
+                f"None per env, got {seed!r}."
+            )
+        for value in seeds:
+            if value is not None and (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or value < 0
+            ):
+                raise ValueError(f"Every seed must be None or an int >= 0, got {value!r}.")
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be None or a dict, got {options!r}.")
         if len(seeds) != self.num_envs:
             raise ValueError(
                 "If seeds are passed as a list the length must match "
@@ -477,6 +617,10 @@ class AsyncRetroVectorEnv(VectorEnv):
                 )
         self._state = AsyncState.WAITING_RESET
         self._pending = set()
+        self._resetting = np.ones(self.num_envs, np.bool_) if mask is None else mask.copy()
+        for index in list(self._restarted_results):
+            if self._resetting[index]:
+                del self._restarted_results[index]  # the reset ends that episode anyway
         for index in range(self.num_envs):
             if mask is None or mask[index]:
                 self._send(index, ("reset", (seeds[index], options)), "reset_async")
@@ -500,6 +644,7 @@ class AsyncRetroVectorEnv(VectorEnv):
         """
         self._expect("reset_wait", AsyncState.WAITING_RESET, "reset_async")
         payloads = self._collect("reset_wait", timeout)
+        self._ever_reset |= self._resetting
         infos: dict[str, Any] = {}
         for index, (_, info) in enumerate(payloads):
             if info:
@@ -539,9 +684,18 @@ class AsyncRetroVectorEnv(VectorEnv):
                 raise ValueError(
                     f"Expected one action per env ({self.num_envs}), got {len(messages)}."
                 )
+        if not self._ever_reset.all():
+            raise ResetNeeded(
+                "Call reset() before step(): envs "
+                f"{np.flatnonzero(~self._ever_reset).tolist()} have never been reset."
+            )
         self._begin("step_async", AsyncState.WAITING_STEP)
+        restarted, self._restarted_results = self._restarted_results, {}
         for index, message in enumerate(messages):
-            self._send(index, message, "step_async")
+            if index in restarted:  # replaced since the last step: its episode ended
+                self._replies[index] = (True, self._truncated_step(index, restarted[index]))
+            else:
+                self._send(index, message, "step_async")
 
     def step_wait(
         self, timeout: float | None = None
@@ -663,10 +817,11 @@ class AsyncRetroVectorEnv(VectorEnv):
             grace = 0.0
         waiter = getattr(self, "_waiter", None)
         if waiter is not None and self._state != AsyncState.DEFAULT and self._pending:
-            logger.warn(
-                f"Calling `close` while waiting for a pending call to `{self._state.value}` "
-                "to complete."
-            )
+            if not self._crashed:
+                logger.warn(
+                    f"Calling `close` while waiting for a pending call to "
+                    f"`{self._state.value}` to complete."
+                )
             for _ in waiter.wait(self._pending, grace):
                 pass
             terminate = terminate or bool(self._pending)

@@ -6,7 +6,8 @@ Protocol (parent -> worker, over the worker's own socketpair):
 2. ``("attach", layout)`` followed by the arena's file descriptor (SCM_RIGHTS): the worker
    maps the arena and from then on writes observations, rewards, terminations and
    truncations into its row, and reads its actions from it.
-3. ``("reset", (seed, options))``, ``("reset-noop", None)``, ``("step", action_or_None)``,
+3. ``("reset", (seed, options))``, ``("reset-noop", None)``, ``("reset-after-restart",
+   None)``, ``("step", action_or_None)``,
    ``("call", (name, args, kwargs))``, ``("setattr", (name, value))``, ``("close", None)``.
 
 Every command gets exactly one reply, ``(True, payload)`` or ``(False, error)``, so a reply
@@ -58,7 +59,12 @@ def error_reply(error: BaseException) -> tuple[bool, ErrorPayload]:
     return False, (portable, type(error).__qualname__, str(error), text)
 
 
-def _parent_alive(pid: int) -> bool:
+def _parent_alive(pid: int, initial_ppid: int) -> bool:
+    # A reparented worker has lost its parent (under forkserver the parent is the fork
+    # server, which exits with the vector env's process). getppid catches a parent that
+    # is dead but not yet reaped, which kill(pid, 0) would still find.
+    if os.getppid() != initial_ppid:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -84,6 +90,7 @@ class _EnvServer:
         self.handlers: dict[str, Callable[[Any], Any]] = {
             "reset": self.reset,
             "reset-noop": self.reset_noop,
+            "reset-after-restart": self.reset_after_restart,
             "step": self.step,
             "call": self.call,
             "setattr": self.setattr,
@@ -109,6 +116,13 @@ class _EnvServer:
         seed, options = data
         observation, info = self.env.reset(seed=seed, options=options)
         self.needs_reset = False
+        return self._publish(observation), info
+
+    def reset_after_restart(self, _: None) -> tuple[Any, dict]:
+        """Reset a replacement worker's env. Its episode is reported as truncated, so
+        under NEXT_STEP the next step is the reset step that follows an episode end."""
+        observation, info = self.env.reset()
+        self.needs_reset = self.autoreset_mode is AutoresetMode.NEXT_STEP
         return self._publish(observation), info
 
     def reset_noop(self, _: None) -> tuple[Any, dict]:
@@ -156,13 +170,13 @@ class _EnvServer:
         name, value = data
         self.env.set_wrapper_attr(name, value)
 
-    def serve(self, parent_pid: int) -> None:
+    def serve(self, parent_pid: int, initial_ppid: int) -> None:
         """Answer commands until ``close``, a closed pipe, or the parent's death."""
         conn = self.conn
         handlers = self.handlers
         while True:
             if not conn.poll(PARENT_CHECK_INTERVAL):
-                if not _parent_alive(parent_pid):
+                if not _parent_alive(parent_pid, initial_ppid):
                     return
                 continue
             try:
@@ -231,6 +245,7 @@ def worker_main(
         autoreset_mode: How ``step`` handles episode ends.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    initial_ppid = os.getppid()
     server: _EnvServer | None = None
     try:
         try:
@@ -241,7 +256,7 @@ def worker_main(
         server = _EnvServer(index, env, conn, autoreset_mode)
         if not _send(conn, (True, _describe(env))):
             return
-        server.serve(parent_pid)
+        server.serve(parent_pid, initial_ppid)
     finally:
         if server is not None:
             try:

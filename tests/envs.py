@@ -171,3 +171,44 @@ def make_airstriker(max_episode_steps: int | None = None, render_mode: str | Non
     if max_episode_steps is not None:
         env = gym.wrappers.TimeLimit(env, max_episode_steps=max_episode_steps)
     return env
+
+
+class KillOnce(gym.Wrapper):
+    """Kills its own worker process in ``method`` (``reset``, ``step`` or ``poke``, which is
+    reached through ``envs.call("poke")``), once: the marker file makes a restarted
+    worker, built from the same env function, behave."""
+
+    def __init__(self, env: gym.Env, method: str, marker: str, after: int = 0, how: str = "SIGKILL"):
+        super().__init__(env)
+        self.method = method
+        self.marker = marker
+        self.after = after
+        self.how = how
+        self.calls = 0
+
+    def _maybe_die(self, method: str) -> None:
+        if method != self.method or os.path.exists(self.marker):
+            return
+        self.calls += 1
+        if self.calls > self.after:
+            open(self.marker, "w").close()
+            faulthandler.disable()
+            os.kill(os.getpid(), getattr(signal, self.how))
+            time.sleep(10)
+
+    def reset(self, **kwargs):
+        self._maybe_die("reset")
+        return self.env.reset(**kwargs)
+
+    def step(self, action):
+        self._maybe_die("step")
+        return self.env.step(action)
+
+    def poke(self):
+        self._maybe_die("poke")
+        return os.getpid()
+
+
+def make_airstriker_killed_once(method: str, marker: str, after: int = 0, max_episode_steps: int = 1000):
+    """Airstriker whose worker dies once, in ``method``."""
+    return KillOnce(make_airstriker(max_episode_steps=max_episode_steps), method, marker, after)
