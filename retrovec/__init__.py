@@ -29,6 +29,7 @@ from retrovec.factory import make, make_env
 from retrovec.games import list_games, list_states
 from retrovec.registration import ENV_ID, register_envs
 from retrovec.vector_env import AsyncRetroVectorEnv
+from retrovec.wrappers.preprocessing import Preprocessing
 
 __version__ = "0.1.0"
 
@@ -38,6 +39,7 @@ __all__ = [
     "ENV_ID",
     "BrokenVectorEnvError",
     "InvalidGameError",
+    "Preprocessing",
     "RemoteTraceback",
     "RetrovecError",
     "RomNotImportedError",

@@ -1,9 +1,9 @@
 """The ``retrovec`` command line: argument parsing and dispatch only.
 
-Subcommands live in a subparsers table (``run`` now; ``bench`` and ``train`` later). Each
+Subcommands live in a subparsers table (``run``, ``games``, ``states``). Each
 subcommand is a ``_add_<name>_parser`` function that registers its arguments and a
 ``_cmd_<name>(args) -> int`` handler; the work itself lives in library modules
-(``retrovec.random_rollout`` for ``run``).
+(``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for ``games`` and ``states``).
 
 Exit codes: 0 success, 1 failure while running (a worker crashed, ...), 2 bad usage or a
 game/state that cannot be made, 130 interrupted with Ctrl-C.
@@ -242,6 +242,88 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- games
+
+
+def _add_games_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "games",
+        help="list the stable-retro games, one per line",
+        description=(
+            "Print the ids of the games stable-retro has an integration for, sorted, one "
+            "per line. Exits 1 when no game matches."
+        ),
+    )
+    p.add_argument(
+        "--imported",
+        action="store_true",
+        help="only games whose ROM is imported, i.e. that retrovec.make can run now",
+    )
+    p.add_argument(
+        "--filter", metavar="TEXT", help="only games whose id contains TEXT (ignoring case)"
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="search every integration (stable, experimental, contrib), not only stable",
+    )
+    p.set_defaults(handler=_cmd_games)
+
+
+def _cmd_games(args: argparse.Namespace) -> int:
+    from stable_retro.data import Integrations
+
+    from retrovec.games import list_games
+
+    inttype = Integrations.ALL if args.all else Integrations.DEFAULT
+    games = list_games(inttype, imported_only=args.imported, contains=args.filter)
+    if not games:
+        what = "imported game" if args.imported else "game"
+        match = f" matches {args.filter!r}" if args.filter is not None else " found"
+        _error("games", f"no {what}{match}")
+        return 1
+    print("\n".join(games))
+    return 0
+
+
+# --------------------------------------------------------------------------- states
+
+
+def _add_states_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "states",
+        help="list a game's save states, one per line",
+        description=(
+            "Print the names of the save states shipped with GAME (what make(state=...) "
+            "accepts besides a .state path), sorted, one per line."
+        ),
+    )
+    p.add_argument("game", metavar="GAME", help="stable-retro game id")
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="search every integration (stable, experimental, contrib), not only stable",
+    )
+    p.set_defaults(handler=_cmd_states)
+
+
+def _cmd_states(args: argparse.Namespace) -> int:
+    from stable_retro.data import Integrations
+
+    from retrovec.errors import RetrovecError
+    from retrovec.games import list_states
+
+    inttype = Integrations.ALL if args.all else Integrations.DEFAULT
+    try:
+        states = list_states(args.game, inttype, strict=True)
+    except RetrovecError as exc:
+        _error("states", _one_line(exc))
+        return 2
+    if states:
+        print("\n".join(states))
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -267,6 +349,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {version}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_run_parser(subparsers)
+    _add_games_parser(subparsers)
+    _add_states_parser(subparsers)
     # Later: _add_bench_parser(subparsers), _add_train_parser(subparsers).
     return parser
 

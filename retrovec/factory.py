@@ -29,7 +29,10 @@ from stable_retro.data import Integrations
 
 from retrovec.errors import InvalidGameError
 from retrovec.games import resolve_inttype, validate_data_file, validate_game, validate_state
+from retrovec.multiplayer import PlayerRewards
+from retrovec.recording import RecordMovies, env_movie_dir
 from retrovec.vector_env import AsyncRetroVectorEnv
+from retrovec.wrappers.preprocessing import Preprocessing
 
 __all__ = ["DEFAULT_GAME", "default_num_envs", "make", "make_env"]
 
@@ -123,11 +126,14 @@ def make(
     use_restricted_actions: Actions = Actions.FILTERED,
     inttype: Integrations = Integrations.DEFAULT,
     render_mode: str | None = None,
+    preprocessing: Preprocessing | None = None,
     max_episode_steps: int | None = None,
     wrappers: Sequence[Wrapper] = (),
     make_fn: Callable[..., gym.Env] | None = None,
     validate: bool | None = None,
     seed: int | None = None,
+    multi_rewards: bool = False,
+    record: str | os.PathLike[str] | None = None,
     **vector_kwargs: Any,
 ) -> AsyncRetroVectorEnv:
     """Run ``num_envs`` copies of a stable-retro game, each in its own worker process.
@@ -158,8 +164,16 @@ def make(
             resolved here and the custom paths are re-added in each worker, so custom
             integrations also work with the ``spawn`` and ``forkserver`` start methods.
         render_mode: ``None`` or ``"rgb_array"``; workers cannot open windows.
+        preprocessing: A :class:`~retrovec.wrappers.Preprocessing` (frame skip and
+            max-pooling, sticky actions, no-op starts, grayscale, crop, resize, frame
+            stack, channels first), e.g. ``Preprocessing.atari()``. Each worker applies it
+            to its env before ``max_episode_steps`` and ``wrappers``; see
+            ``docs/preprocessing.md``.
         max_episode_steps: If given, each env is wrapped in
-            :class:`gymnasium.wrappers.TimeLimit` before ``wrappers``.
+            :class:`gymnasium.wrappers.TimeLimit` after ``preprocessing`` and before
+            ``wrappers``: it counts agent steps (calls to ``step``), so with
+            ``frame_skip=4`` an episode lasts at most ``4 * max_episode_steps`` frames
+            (no-op frames at reset not counted).
         wrappers: Callables ``env -> env`` applied in order inside each worker, e.g.
             gymnasium wrapper classes. With the ``spawn`` or ``forkserver`` start methods
             they must be picklable by cloudpickle.
@@ -179,6 +193,13 @@ def make(
             reproducible. It does not reset the env; pass a seed to ``reset`` for that.
             Note that ``RetroEnv.reset(seed=...)`` only seeds ``np_random``: the emulator
             itself is deterministic and restarts from the same state.
+        multi_rewards: Also report every player's reward: the step info gets
+            ``info["rewards"]``, shape ``(players,)`` (batched: ``(num_envs, players)``),
+            while the reward stays player 1's; see :mod:`retrovec.multiplayer`.
+        record: A folder: every env writes one stable-retro ``.bk2`` movie per episode
+            into its own subfolder ``record/env-{i:03d}/``, numbered after the movies
+            already there, never overwriting one; see :mod:`retrovec.recording`. The
+            folders are created here.
         **vector_kwargs: Passed to :class:`~retrovec.vector_env.AsyncRetroVectorEnv`:
             ``shared_memory``, ``copy``, ``context``, ``daemon``, ``observation_mode``,
             ``autoreset_mode``, ``timeout``.
@@ -194,7 +215,8 @@ def make(
         InvalidGameError: ``num_envs`` < 1, a state list whose length is not
             ``num_envs``, or a missing scenario or info file.
         ValueError: ``render_mode`` is not ``None`` or ``"rgb_array"``; bad ``players``,
-            ``max_episode_steps`` or ``seed``.
+            ``max_episode_steps`` or ``seed``; ``record`` is a file; ``preprocessing``
+            that needs images with ``obs_type=Observations.RAM``.
         TypeError: An argument of the wrong type, such as ``wrappers`` that are not a
             sequence of callables.
 
@@ -242,6 +264,13 @@ def make(
         )
     if seed is not None and not _is_int_at_least(seed, 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    if not isinstance(multi_rewards, bool):
+        raise TypeError(f"multi_rewards must be True or False, got {multi_rewards!r}")
+    if record is not None:
+        if not isinstance(record, (str, os.PathLike)):
+            raise TypeError(f"record must be None or a folder path, got {record!r}")
+        if os.path.exists(record) and not os.path.isdir(record):
+            raise ValueError(f"record must be a folder, but {os.fspath(record)!r} is a file")
     wrappers = _check_wrappers(wrappers)
     if make_fn is not None and not callable(make_fn):
         raise TypeError(f"make_fn must be callable like stable_retro.make, got {make_fn!r}")
@@ -251,6 +280,19 @@ def make(
         raise TypeError(
             f"use_restricted_actions must be a stable_retro.Actions, got {use_restricted_actions!r}"
         )
+    if preprocessing is not None:
+        if not isinstance(preprocessing, Preprocessing):
+            raise TypeError(
+                "preprocessing must be None or a retrovec.wrappers.Preprocessing, e.g. "
+                f"Preprocessing.atari(), got {preprocessing!r}"
+            )
+        if obs_type == Observations.RAM and preprocessing.image_steps:
+            raise ValueError(
+                f"preprocessing {', '.join(preprocessing.image_steps)} need image "
+                "observations, but obs_type is Observations.RAM; with RAM use only "
+                "frame_skip (with max_pool=False), sticky_action_prob, noop_max and "
+                "frame_stack"
+            )
 
     inttype = resolve_inttype(inttype)
     if validate or (validate is None and make_fn is None):
@@ -266,6 +308,17 @@ def make(
     if max_episode_steps is not None:
         limit = functools.partial(gym.wrappers.TimeLimit, max_episode_steps=max_episode_steps)
         wrappers = (limit, *wrappers)
+    if multi_rewards:  # outside preprocessing, whose frame skip sums per-player rewards
+        wrappers = (PlayerRewards, *wrappers)
+    if preprocessing is not None:  # inside the TimeLimit: max_episode_steps counts agent steps
+        wrappers = (preprocessing.wrap, *wrappers)
+    # Movies wrap the RetroEnv itself: started by its own reset, holding every frame.
+    per_env: list[tuple[Wrapper, ...]] = [()] * num_envs
+    if record is not None:
+        movie_dirs = [os.path.abspath(env_movie_dir(record, i)) for i in range(num_envs)]
+        for directory in movie_dirs:
+            os.makedirs(directory, exist_ok=True)
+        per_env = [(functools.partial(RecordMovies, directory=d),) for d in movie_dirs]
     custom_paths: tuple[str, ...] = ()
     if inttype & Integrations.CUSTOM_ONLY:
         Integrations._init()
@@ -281,9 +334,9 @@ def make(
     )
     env_fns = [
         functools.partial(
-            _make_retro_env, game, s, retro_kwargs, make_fn, wrappers, custom_paths
+            _make_retro_env, game, s, retro_kwargs, make_fn, (*first, *wrappers), custom_paths
         )
-        for s in states
+        for s, first in zip(states, per_env)
     ]
     envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
     if seed is not None:
@@ -307,6 +360,7 @@ def make_env(
     *,
     inttype: Integrations = Integrations.DEFAULT,
     render_mode: str | None = None,
+    preprocessing: Preprocessing | None = None,
     **retro_kwargs: Any,
 ) -> gym.Env:
     """Build one stable-retro env in this process, after the same checks as :func:`make`.
@@ -320,11 +374,13 @@ def make_env(
         state: A ``stable_retro.State``, state name, or ``.state`` path.
         inttype: Integrations to search for the game.
         render_mode: ``None``, ``"rgb_array"`` or ``"human"``.
+        preprocessing: As in :func:`make`: applied to the env before it is returned
+            (``gymnasium.make``'s ``max_episode_steps`` then wraps it, as in :func:`make`).
         **retro_kwargs: Other arguments of :class:`stable_retro.RetroEnv`: ``scenario``,
             ``info``, ``players``, ``obs_type``, ``use_restricted_actions``, ``record``.
 
     Returns:
-        A :class:`stable_retro.RetroEnv`.
+        A :class:`stable_retro.RetroEnv`, wrapped by ``preprocessing`` if given.
 
     Raises:
         UnknownGameError, RomNotImportedError, UnknownStateError: as :func:`make`.
@@ -339,6 +395,18 @@ def make_env(
     state = validate_state(game, state, inttype)
     for kind in ("scenario", "info"):
         retro_kwargs[kind] = validate_data_file(game, retro_kwargs.get(kind), kind, inttype)
-    return stable_retro.make(
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise TypeError(
+            "preprocessing must be None or a retrovec.wrappers.Preprocessing, got "
+            f"{preprocessing!r}"
+        )
+    env = stable_retro.make(
         game=game, state=state, inttype=inttype, render_mode=render_mode, **retro_kwargs
     )
+    if preprocessing is None:
+        return env
+    try:
+        return preprocessing.wrap(env)
+    except BaseException:
+        env.close()  # free this process's one emulator slot
+        raise

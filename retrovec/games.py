@@ -89,7 +89,10 @@ def _is_imported(game: str, inttype: Integrations) -> bool:
 
 
 def list_games(
-    inttype: Integrations = Integrations.DEFAULT, *, imported_only: bool = False
+    inttype: Integrations = Integrations.DEFAULT,
+    *,
+    imported_only: bool = False,
+    contains: str | None = None,
 ) -> list[str]:
     """List the games integrated in ``inttype``, sorted.
 
@@ -99,6 +102,7 @@ def list_games(
             :func:`stable_retro.make` searches.
         imported_only: Only list games whose ROM has been imported, so that
             :func:`retrovec.make` can run them now.
+        contains: Only list games whose id contains this text, ignoring case.
 
     Returns:
         Game ids such as ``"Airstriker-Genesis-v0"``.
@@ -107,7 +111,9 @@ def list_games(
         >>> games = list_games()
         >>> len(games) > 1000
         True
-        >>> list_games(imported_only=True)[:1]
+        >>> "Airstriker-Genesis-v0" in list_games(imported_only=True)
+        True
+        >>> list_games(contains="airstriker")
         ['Airstriker-Genesis-v0']
     """
     inttype = resolve_inttype(inttype)
@@ -118,17 +124,24 @@ def list_games(
         for name in os.listdir(directory):
             if os.path.isfile(os.path.join(directory, name, "rom.sha")):
                 games.add(name)
+    if contains is not None:
+        games = {g for g in games if contains.lower() in g.lower()}
     if imported_only:
         games = {g for g in games if _is_imported(g, inttype)}
     return sorted(games)
 
 
-def list_states(game: str, inttype: Integrations = Integrations.DEFAULT) -> list[str]:
+def list_states(
+    game: str, inttype: Integrations = Integrations.DEFAULT, *, strict: bool = False
+) -> list[str]:
     """List the save states shipped with ``game``, without their ``.state`` suffix.
 
     Args:
         game: A game id such as ``"Airstriker-Genesis-v0"``.
         inttype: Which integrations to search.
+        strict: Raise :class:`~retrovec.errors.UnknownGameError` for a game that no
+            integration in ``inttype`` has, instead of returning ``[]``. The ROM need not
+            be imported.
 
     Returns:
         State names, sorted; empty for an unknown game. Names starting with ``_`` are
@@ -139,8 +152,19 @@ def list_states(game: str, inttype: Integrations = Integrations.DEFAULT) -> list
         ['Level1']
         >>> list_states("No-Such-Game-v0")
         []
+        >>> list_states("Airstrikr-Genesis-v0", strict=True)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        retrovec.errors.UnknownGameError: Unknown game 'Airstrikr-Genesis-v0'. Did you mean: 'Airstriker-Genesis-v0', ...
     """
-    return retro_data.list_states(game, resolve_inttype(inttype))
+    inttype = resolve_inttype(inttype)
+    if strict and not (
+        bool(game)
+        and os.path.basename(game) == game
+        and (retro_data.get_file_path(game, "rom.sha", inttype) or _is_imported(game, inttype))
+    ):
+        validate_game(game, inttype)  # raises UnknownGameError, with close names
+    return retro_data.list_states(game, inttype)
 
 
 def validate_game(game: str, inttype: Integrations = Integrations.DEFAULT) -> str:
@@ -170,10 +194,10 @@ def validate_game(game: str, inttype: Integrations = Integrations.DEFAULT) -> st
         Traceback (most recent call last):
         ...
         retrovec.errors.UnknownGameError: Unknown game 'Airstrikr-Genesis-v0'. Did you mean: 'Airstriker-Genesis-v0', ...? `retrovec.games.list_games()` lists all.
-        >>> validate_game("Pong-Atari2600-v0")  # doctest: +ELLIPSIS
+        >>> validate_game("SonicTheHedgehog-Genesis-v0")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        retrovec.errors.RomNotImportedError: The ROM of 'Pong-Atari2600-v0' has not been imported...
+        retrovec.errors.RomNotImportedError: The ROM of 'SonicTheHedgehog-Genesis-v0' has not been imported...
     """
     if not isinstance(game, str):
         raise TypeError(

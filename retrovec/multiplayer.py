@@ -45,7 +45,10 @@ class PlayerRewards(gym.Wrapper):
     ``multi_rewards``). ``info["rewards"]`` is set by ``step`` only, never by ``reset``,
     so under ``AutoresetMode.SAME_STEP`` the rewards of an episode's last step are in
     ``info["final_info"]["rewards"]``, next to the rest of that step's info. With
-    ``players=1`` it holds one reward.
+    ``players=1`` it holds one reward. Put it outside wrappers that sum rewards over
+    frames (:class:`retrovec.wrappers.FrameSkip` sums the per-player arrays), as
+    :func:`retrovec.make` does, so that ``info["rewards"]`` covers the same frames as the
+    reward.
 
     Args:
         env: A :class:`stable_retro.RetroEnv` (possibly wrapped) with any number of

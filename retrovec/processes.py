@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import select
 import time
 from collections.abc import Iterable, Sequence
 from multiprocessing import connection
@@ -36,6 +37,65 @@ class ReplyWaiter:
     def __init__(self, connections: Sequence[Connection], processes: Sequence[BaseProcess]):
         self.connections = connections
         self.processes = processes
+        # A persistent epoll set: multiprocessing.connection.wait builds and fills a new
+        # selector on every call, which costs more than the wait itself on the hot path.
+        # It is level-triggered, so a ready fd that nobody waits for (a dead worker's
+        # sentinel, a reply outside the current request) is muted until it is wanted.
+        self._epoll = select.epoll() if hasattr(select, "epoll") else None
+        self._owner: dict[int, tuple[int, bool]] = {}  # fd -> (env index, is its pipe)
+        self._fds: dict[int, tuple[int, int]] = {}  # env index -> (pipe fd, sentinel fd)
+        self._muted: set[int] = set()
+        for index in range(len(connections)):
+            self.watch(index)
+
+    def watch(self, index: int) -> None:
+        """(Re)register env ``index``'s pipe and sentinel, e.g. after a restart."""
+        if self._epoll is None:
+            return
+        self._unregister(index)
+        self._muted.discard(index)
+        fds = (self.connections[index].fileno(), self.processes[index].sentinel)
+        self._fds[index] = fds
+        for fd, is_pipe in zip(fds, (True, False)):
+            self._epoll.register(fd, select.EPOLLIN)
+            self._owner[fd] = (index, is_pipe)
+
+    def _unregister(self, index: int) -> None:
+        for fd in self._fds.get(index, ()):
+            if self._owner.pop(fd, None) is not None:
+                try:
+                    self._epoll.unregister(fd)
+                except (OSError, ValueError):
+                    pass  # closed already, which unregisters it
+
+    def close(self) -> None:
+        """Release the epoll descriptor."""
+        if self._epoll is not None:
+            self._epoll.close()
+            self._epoll = None
+
+    def _ready(self, pending: set[int], timeout: float | None) -> list[tuple[int, bool]]:
+        """``(index, is_pipe)`` for each ready pipe or sentinel of a pending env."""
+        if self._epoll is None:  # pragma: no cover - not Linux
+            waitables: dict[object, tuple[int, bool]] = {}
+            for index in pending:
+                waitables[self.connections[index]] = (index, False)  # poll it to be sure
+                waitables[self.processes[index].sentinel] = (index, False)
+            return [waitables[h] for h in connection.wait(list(waitables), timeout)]
+        for index in pending & self._muted:
+            self.watch(index)
+        ready = []
+        for fd, _ in self._epoll.poll(-1 if timeout is None else timeout):
+            owner = self._owner.get(fd)
+            if owner is None:
+                continue
+            index = owner[0]
+            if index in pending:
+                ready.append(owner)
+            elif index not in self._muted:
+                self._unregister(index)
+                self._muted.add(index)
+        return ready
 
     def wait(
         self, pending: set[int], timeout: float | None
@@ -55,21 +115,16 @@ class ReplyWaiter:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending:
-            # Fast path: one env, or replies already queued, need no wait() call.
-            waitables: dict[object, int] = {}
-            for index in pending:
-                waitables[self.connections[index]] = index
-                waitables[self.processes[index].sentinel] = index
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = connection.wait(list(waitables), remaining)
-            if not ready:
+            ready = self._ready(pending, remaining)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
                 return
-            for handle in ready:
-                index = waitables[handle]
+            for index, is_pipe in ready:
                 if index not in pending:
                     continue  # its pipe and sentinel were both ready
                 conn = self.connections[index]
-                if conn.poll():
+                # A ready pipe holds a reply or EOF; after a sentinel, look before reading.
+                if is_pipe or conn.poll():
                     try:
                         reply = conn.recv()
                     except (EOFError, OSError):

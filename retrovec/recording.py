@@ -24,10 +24,13 @@ A movie holds the start state and the buttons pressed on every frame; play it ba
 
 Example:
     >>> import retrovec
-    >>> with retrovec.make("Airstriker-Genesis-v0", 2, record="movies") as envs:  # doctest: +SKIP
+    >>> envs = retrovec.make("Airstriker-Genesis-v0", 2, record="movies")  # doctest: +SKIP
+    >>> try:  # doctest: +SKIP
     ...     envs.reset(seed=0)
     ...     for _ in range(100):
     ...         envs.step(envs.action_space.sample())
+    ... finally:
+    ...     envs.close()
     >>> sorted(p.name for p in Path("movies/env-000").glob("*.bk2"))  # doctest: +SKIP
     ['Airstriker-Genesis-v0-Level1-000000.bk2']
 """

@@ -340,49 +340,60 @@ class SharedArena:
 
         return write
 
-    def action_writer(self) -> Callable[[Any], None]:
-        """A function that writes a whole batch of actions (parent side).
+    def action_writer(self) -> Callable[..., None]:
+        """A function ``write(actions, rows=None)`` that checks and stores actions (parent side).
 
-        Raises ``ValueError`` for a batch of the wrong shape or an unsafe dtype.
+        ``rows=None`` writes the whole batch; otherwise ``actions`` holds one action per
+        env index in ``rows``. Raises ``ValueError`` for the wrong shape, an unsafe dtype,
+        or a discrete action outside the action space, before anything is written.
         """
         space = self.layout.action_space
         assert space is not None
         bounds = dict(_integer_bounds(space))
-        batch = [(path, buffer, bounds.get(path)) for path, buffer in self._group("action").items()]
+        fields = [(path, buffer, bounds.get(path)) for path, buffer in self._group("action").items()]
 
-        def write(actions: Any) -> None:
-            for path, buffer, limits in batch:
-                try:
-                    value = np.asarray(_get(actions, path))
-                except (KeyError, IndexError, TypeError) as error:
+        def check(path: Path, buffer: np.ndarray, limits: Any, actions: Any, rows: Any) -> np.ndarray:
+            envs = buffer.shape[0] if rows is None else len(rows)
+            expected = (envs, *buffer.shape[1:])
+            try:
+                value = np.asarray(_get(actions, path))
+            except (KeyError, IndexError, TypeError) as error:
+                raise ValueError(
+                    f"Expected a batch of actions shaped like the action space {space} "
+                    f"batched {envs} times; missing {list(path)}."
+                ) from error
+            if value.shape != expected:
+                raise ValueError(
+                    f"Expected actions of shape {expected} "
+                    f"({envs} envs x {space if not path else list(path)}), got shape {value.shape}."
+                )
+            if not np.can_cast(value.dtype, buffer.dtype, casting="same_kind"):
+                raise ValueError(
+                    f"Expected actions of dtype {buffer.dtype} (or one that casts to it "
+                    f"safely), got {value.dtype}."
+                )
+            if limits is not None:
+                low, high = limits
+                outside = (value < low) | (value > high)
+                if outside.any():
+                    where = tuple(int(i) for i in np.argwhere(outside)[0])
+                    env = where[0] if rows is None else int(rows[where[0]])
+                    leaf = space if not path else list(path)
                     raise ValueError(
-                        f"Expected a batch of actions shaped like the action space "
-                        f"{space} batched {buffer.shape[0]} times; missing {list(path)}."
-                    ) from error
-                if value.shape != buffer.shape:
-                    raise ValueError(
-                        f"Expected actions of shape {buffer.shape} "
-                        f"({buffer.shape[0]} envs x {space if not path else list(path)}), "
-                        f"got shape {value.shape}."
+                        f"The action of env {env} is outside the action space {leaf}: "
+                        f"element {where[1:] or ''} is {value[where].item()!r}, expected "
+                        f"{np.broadcast_to(low, value.shape)[where].item()} to "
+                        f"{np.broadcast_to(high, value.shape)[where].item()}."
                     )
-                if not np.can_cast(value.dtype, buffer.dtype, casting="same_kind"):
-                    raise ValueError(
-                        f"Expected actions of dtype {buffer.dtype} (or one that casts to it "
-                        f"safely), got {value.dtype}."
-                    )
-                if limits is not None:
-                    low, high = limits
-                    outside = (value < low) | (value > high)
-                    if outside.any():
-                        where = tuple(int(i) for i in np.argwhere(outside)[0])
-                        leaf = space if not path else list(path)
-                        raise ValueError(
-                            f"The action of env {where[0]} is outside the action space {leaf}: "
-                            f"element {where[1:] or ''} is {value[where].item()!r}, expected "
-                            f"{np.broadcast_to(low, value.shape)[where].item()} to "
-                            f"{np.broadcast_to(high, value.shape)[where].item()}."
-                        )
-                np.copyto(buffer, value, casting="same_kind")
+            return value
+
+        def write(actions: Any, rows: Any = None) -> None:
+            values = [check(path, buffer, limits, actions, rows) for path, buffer, limits in fields]
+            for (_, buffer, _), value in zip(fields, values):
+                if rows is None:
+                    np.copyto(buffer, value, casting="same_kind")
+                else:
+                    buffer[rows] = value
 
         return write
 

@@ -45,6 +45,7 @@ from gymnasium.vector.utils import (
     iterate,
 )
 
+from retrovec.async_batches import AsyncBatchesMixin
 from retrovec.errors import (
     BrokenVectorEnvError,
     describe_exitcode,
@@ -85,7 +86,7 @@ def _close_open_envs() -> None:
             pass
 
 
-class AsyncRetroVectorEnv(VectorEnv):
+class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
     """Runs ``len(env_fns)`` envs, each in its own process, behind gymnasium's vector API.
 
     Args:
@@ -112,6 +113,9 @@ class AsyncRetroVectorEnv(VectorEnv):
         max_restarts: With ``"restart"``, how many times each env may be restarted before
             the vector env gives up with ``WorkerCrashedError``. The counts are in
             :attr:`restart_counts`.
+        batch_size: How many envs :meth:`recv` returns in EnvPool-style asynchronous use
+            (``async_reset``/``send``/``recv``; see :mod:`retrovec.async_batches`).
+            ``None``: ``num_envs``. ``step()`` always steps every env.
 
     Raises:
         ValueError: ``env_fns`` is empty or holds something not callable, or an argument
@@ -147,6 +151,7 @@ class AsyncRetroVectorEnv(VectorEnv):
         timeout: float | None = None,
         on_worker_failure: str = "raise",
         max_restarts: int = 3,
+        batch_size: int | None = None,
     ) -> None:
         self.closed = False
         self._connections: list[Any] = []
@@ -212,6 +217,8 @@ class AsyncRetroVectorEnv(VectorEnv):
         self._ever_reset = np.zeros(self.num_envs, dtype=np.bool_)
         self._restarted_results: dict[int, tuple[Any, dict]] = {}
         self._ctx = multiprocessing.get_context(context)
+        self._step_command = _STEP_COMMAND
+        self._init_async_batches(batch_size)
 
         try:
             self._start_workers()
@@ -477,6 +484,7 @@ class AsyncRetroVectorEnv(VectorEnv):
         self._connections[index].close()
         process.close()
         self._connections[index], self.processes[index] = self._spawn(index)
+        self._waiter.watch(index)
         self._check_description(index, self._request(index, None, "restart"))
         conn = self._connections[index]
         conn.send(("attach", self._layout))
@@ -500,7 +508,16 @@ class AsyncRetroVectorEnv(VectorEnv):
             info = {"final_info": {"worker_restarted": True}, "final_obs": final, **info}
         return observation, info
 
+    def _assert_no_call_pending(self, method: str) -> None:
+        if self._state != AsyncState.DEFAULT:
+            raise AlreadyPendingCallError(
+                f"Calling `{method}` while waiting for a pending call to "
+                f"`{self._state.value}` to complete.",
+                str(self._state.value),
+            )
+
     def _begin(self, method: str, state: AsyncState) -> None:
+        self._assert_no_batches(method)
         if self._state != AsyncState.DEFAULT:
             raise AlreadyPendingCallError(
                 f"Calling `{method}` while waiting for a pending call to "
@@ -561,6 +578,20 @@ class AsyncRetroVectorEnv(VectorEnv):
             ValueError: Seeds or ``reset_mask`` of the wrong length or shape.
         """
         self._assert_usable(allow_reset=True)
+        self._assert_no_batches("reset_async")
+        seeds = self._seeds(seed)
+        if options is not None and not isinstance(options, dict):
+            raise TypeError(f"options must be None or a dict, got {options!r}.")
+        if self._state != AsyncState.DEFAULT:
+            raise AlreadyPendingCallError(
+                "Calling `reset_async` while waiting for a pending call to "
+                f"`{self._state.value}` to complete",
+                str(self._state.value),
+            )
+        self._send_resets(seeds, options)
+
+    def _seeds(self, seed: Any) -> list[int | None]:
+        """One seed per env, as gymnasium spreads them; checks what the user gave."""
         if seed is None:
             seeds: list[int | None] = [None] * self.num_envs
         elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
@@ -579,20 +610,14 @@ class AsyncRetroVectorEnv(VectorEnv):
                 or value < 0
             ):
                 raise ValueError(f"Every seed must be None or an int >= 0, got {value!r}.")
-        if options is not None and not isinstance(options, dict):
-            raise TypeError(f"options must be None or a dict, got {options!r}.")
         if len(seeds) != self.num_envs:
             raise ValueError(
                 "If seeds are passed as a list the length must match "
                 f"num_envs={self.num_envs} but got length={len(seeds)}."
             )
-        if self._state != AsyncState.DEFAULT:
-            raise AlreadyPendingCallError(
-                "Calling `reset_async` while waiting for a pending call to "
-                f"`{self._state.value}` to complete",
-                str(self._state.value),
-            )
+        return seeds
 
+    def _send_resets(self, seeds: list[int | None], options: dict[str, Any] | None) -> None:
         mask = None
         if options is not None and "reset_mask" in options:
             options = dict(options)
@@ -816,8 +841,14 @@ class AsyncRetroVectorEnv(VectorEnv):
         if terminate:
             grace = 0.0
         waiter = getattr(self, "_waiter", None)
+        quiet = self._crashed
+        if getattr(self, "_in_flight", None):  # EnvPool-style batches still running: normal
+            self._pending |= set(self._in_flight)
+            self._in_flight.clear()
+            self._state = AsyncState.WAITING_STEP
+            quiet = True
         if waiter is not None and self._state != AsyncState.DEFAULT and self._pending:
-            if not self._crashed:
+            if not quiet:
                 logger.warn(
                     f"Calling `close` while waiting for a pending call to "
                     f"`{self._state.value}` to complete."
@@ -843,6 +874,8 @@ class AsyncRetroVectorEnv(VectorEnv):
             terminate = bool(closing)  # these never answered: do not wait for them again
         # Workers that closed their env exit by themselves within moments.
         stop_processes(self.processes, timeout=0.0 if terminate else 5.0)
+        if waiter is not None:
+            waiter.close()
         for conn in self._connections:
             conn.close()
         if self._arena is not None:
@@ -853,6 +886,13 @@ class AsyncRetroVectorEnv(VectorEnv):
                 self.observations = None
             self._arena.close()
             self._arena = None
+
+    def __enter__(self) -> AsyncRetroVectorEnv:
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        """Close on leaving a ``with`` block, also when it raised."""
+        self.close()
 
     def __del__(self) -> None:
         """Close the workers if the user did not (envs are closed, not just killed)."""
