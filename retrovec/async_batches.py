@@ -27,6 +27,7 @@ from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
 
 from retrovec.errors import WorkerCrashedError, WorkerTimeoutError
+from retrovec.infos import batch_infos
 
 __all__ = ["AsyncBatchesMixin"]
 
@@ -198,11 +199,7 @@ class AsyncBatchesMixin:
                 [payload[0] for _, payload in results],
                 create_empty_array(self.single_observation_space, n=size, fn=np.zeros),
             )
-        infos: dict[str, Any] = {}
-        batcher = _BatchInfos(size)
-        for position, (_, (_, info)) in enumerate(results):
-            if info:
-                infos = batcher._add_info(infos, info, position)
+        infos = batch_infos([payload[1] for _, payload in results], _BatchInfos(size))
         infos["env_id"] = rows.astype(np.int32)
         return observations, rewards, terminations, truncations, infos
 

@@ -1,9 +1,10 @@
 """The ``retrovec`` command line: argument parsing and dispatch only.
 
-Subcommands live in a subparsers table (``run``, ``games``, ``states``). Each
+Subcommands live in a subparsers table (``run``, ``games``, ``states``, ``bench``). Each
 subcommand is a ``_add_<name>_parser`` function that registers its arguments and a
 ``_cmd_<name>(args) -> int`` handler; the work itself lives in library modules
-(``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for ``games`` and ``states``).
+(``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for ``games`` and ``states``,
+``retrovec.benchmark`` for ``bench``).
 
 Exit codes: 0 success, 1 failure while running (a worker crashed, ...), 2 bad usage or a
 game/state that cannot be made, 130 interrupted with Ctrl-C.
@@ -324,6 +325,109 @@ def _cmd_states(args: argparse.Namespace) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- bench
+
+
+def _add_bench_parser(subparsers: Any) -> None:
+    from retrovec import benchmark
+
+    p = subparsers.add_parser(
+        "bench",
+        help="measure env steps/s of retrovec against other vector envs",
+        description=(
+            "Measure total env steps/s of every contender for each workload and num_envs, "
+            "interleaved round by round, and report medians (min-max) and ratios to LIMIT "
+            "(cores x one env in-process), start-up time, memory per env and the parent's "
+            "CPU time per step. Prints a Markdown report; --out also writes "
+            "throughput.json, throughput.md and throughput.png. Method: benchmarks/README.md."
+        ),
+    )
+    p.add_argument(
+        "--game", default=DEFAULT_GAME, help="stable-retro game id (default: %(default)s)"
+    )
+    p.add_argument(
+        "--num-envs",
+        type=_positive_int,
+        nargs="+",
+        default=list(benchmark.DEFAULT_NUM_ENVS),
+        metavar="N",
+        help="vector sizes to measure (default: %(default)s)",
+    )
+    p.add_argument(
+        "--workloads",
+        nargs="+",
+        choices=list(benchmark.WORKLOADS),
+        default=list(benchmark.WORKLOADS),
+        metavar="W",
+        help="rgb: raw frames; atari: Preprocessing.atari() in each env (default: both)",
+    )
+    p.add_argument(
+        "--contenders",
+        nargs="+",
+        choices=list(benchmark.CONTENDERS),
+        default=None,
+        metavar="C",
+        help=f"some of {', '.join(benchmark.CONTENDERS)} (default: every one that can run here)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=benchmark.DEFAULT_ROUNDS,
+        help="interleaved rounds; medians are over these (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=benchmark.DEFAULT_SECONDS,
+        metavar="S",
+        help="timed seconds per measurement (default: %(default)s)",
+    )
+    p.add_argument(
+        "--growth-steps",
+        type=_nonnegative_int,
+        default=0,
+        metavar="STEPS",
+        help="also run each contender STEPS env steps at the largest N and report memory "
+        "growth per 1k steps; 0 skips it (default: %(default)s)",
+    )
+    p.add_argument(
+        "--seed", type=_nonnegative_int, default=0, help="reset and action seed (default: 0)"
+    )
+    p.add_argument("--out", metavar="DIR", help="write throughput.{json,md,png} into DIR")
+    p.add_argument("--json", metavar="FILE", help="also write the JSON result to FILE")
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    p.set_defaults(handler=_cmd_bench)
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from retrovec.benchmark import BenchmarkConfig, render_markdown, run_benchmark, write_outputs
+    from retrovec.errors import RetrovecError
+
+    config = BenchmarkConfig(
+        game=args.game,
+        num_envs=tuple(dict.fromkeys(args.num_envs)),
+        workloads=tuple(dict.fromkeys(args.workloads)),
+        contenders=None if args.contenders is None else tuple(dict.fromkeys(args.contenders)),
+        rounds=args.rounds,
+        seconds=args.seconds,
+        growth_steps=args.growth_steps,
+        seed=args.seed,
+    )
+    try:
+        result = run_benchmark(config, progress=not args.no_progress)
+    except RetrovecError as exc:
+        _error("bench", f"cannot make {args.game!r}: {_one_line(exc)}")
+        return 2
+    written = write_outputs(result, args.out, args.json)
+    print(render_markdown(result))
+    for kind, path in written.items():
+        print(f"retrovec bench: {kind}: {path}", file=sys.stderr)
+    for error in result["errors"]:
+        what = error["contender"] or error["kind"]
+        _error("bench", f"{what} n={error['num_envs']}: {error['error'].splitlines()[0]}")
+    return 1 if result["errors"] else 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -351,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_parser(subparsers)
     _add_games_parser(subparsers)
     _add_states_parser(subparsers)
-    # Later: _add_bench_parser(subparsers), _add_train_parser(subparsers).
+    _add_bench_parser(subparsers)
+    # Later: _add_train_parser(subparsers).
     return parser
 
 

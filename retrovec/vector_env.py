@@ -21,7 +21,7 @@ import os
 import weakref
 from collections.abc import Callable, Sequence
 from copy import deepcopy
-from multiprocessing.reduction import ForkingPickler, send_handle
+from multiprocessing.reduction import send_handle
 from typing import Any
 
 import numpy as np
@@ -54,6 +54,7 @@ from retrovec.errors import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
+from retrovec.infos import batch_infos
 from retrovec.processes import ReplyWaiter, stop_processes
 from retrovec.shared_memory import (
     ArenaLayout,
@@ -62,15 +63,13 @@ from retrovec.shared_memory import (
     index_structure,
     is_shareable,
 )
-from retrovec.worker import ErrorPayload, worker_main
+from retrovec.worker import STEP_COMMAND, ErrorPayload, worker_main
 
 __all__ = ["AsyncRetroVectorEnv", "AsyncState"]
 
 #: Seconds ``close()`` waits for workers to close their envs when given no timeout.
 DEFAULT_CLOSE_TIMEOUT = 30.0
 
-# Pre-pickled once: the step command is the same bytes every step (actions are in shared memory).
-_STEP_COMMAND = bytes(ForkingPickler.dumps(("step", None)))
 
 _open_envs: weakref.WeakSet[AsyncRetroVectorEnv] = weakref.WeakSet()
 _atexit_registered = False
@@ -217,7 +216,7 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
         self._ever_reset = np.zeros(self.num_envs, dtype=np.bool_)
         self._restarted_results: dict[int, tuple[Any, dict]] = {}
         self._ctx = multiprocessing.get_context(context)
-        self._step_command = _STEP_COMMAND
+        self._step_command = STEP_COMMAND
         self._init_async_batches(batch_size)
 
         try:
@@ -670,10 +669,7 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
         self._expect("reset_wait", AsyncState.WAITING_RESET, "reset_async")
         payloads = self._collect("reset_wait", timeout)
         self._ever_reset |= self._resetting
-        infos: dict[str, Any] = {}
-        for index, (_, info) in enumerate(payloads):
-            if info:
-                infos = self._add_info(infos, info, index)
+        infos = batch_infos([info for _, info in payloads], self)
         return self._batch_observations(payloads), infos
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -702,7 +698,7 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
         # Check and place every action before the first command goes out.
         if self._write_actions is not None:
             self._write_actions(actions)
-            messages: list[Any] = [_STEP_COMMAND] * self.num_envs
+            messages: list[Any] = [STEP_COMMAND] * self.num_envs
         else:
             messages = [("step", action) for action in iterate(self.action_space, actions)]
             if len(messages) != self.num_envs:
@@ -739,10 +735,7 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
         """
         self._expect("step_wait", AsyncState.WAITING_STEP, "step_async")
         payloads = self._collect("step_wait", timeout)
-        infos: dict[str, Any] = {}
-        for index, (_, info) in enumerate(payloads):
-            if info:
-                infos = self._add_info(infos, info, index)
+        infos = batch_infos([info for _, info in payloads], self)
         arena = self._arena
         assert arena is not None
         return (

@@ -25,7 +25,7 @@ import signal
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import recv_handle
+from multiprocessing.reduction import ForkingPickler, recv_handle
 from typing import Any
 
 from gymnasium import Env
@@ -33,7 +33,10 @@ from gymnasium.vector import AutoresetMode
 
 from retrovec.shared_memory import ArenaLayout, SharedArena
 
-__all__ = ["ErrorPayload", "error_reply", "worker_main"]
+__all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "worker_main"]
+
+#: The step command when actions are in shared memory: pickled once, compared as bytes.
+STEP_COMMAND = bytes(ForkingPickler.dumps(("step", None)))
 
 #: How often an idle worker checks that its parent is still alive, in seconds.
 PARENT_CHECK_INTERVAL = 0.5
@@ -180,9 +183,11 @@ class _EnvServer:
                     return
                 continue
             try:
-                command, data = conn.recv()
+                message = conn.recv_bytes()
             except (EOFError, OSError):
                 return
+            # The step command is the same bytes every step: compare, don't unpickle.
+            command, data = ("step", None) if message == STEP_COMMAND else pickle.loads(message)
             if command == "close":
                 try:
                     self.close()
