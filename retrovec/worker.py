@@ -250,8 +250,6 @@ def worker_main(
         autoreset_mode: How ``step`` handles episode ends.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    if os.environ.get("RETROVEC_AB_BATCH") == "1" and hasattr(os, "SCHED_BATCH"):
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))
     initial_ppid = os.getppid()
     server: _EnvServer | None = None
     try:

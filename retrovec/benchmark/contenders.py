@@ -133,13 +133,20 @@ def draw_actions(space: Any, num_envs: int, seed: int, count: int = ACTION_BATCH
 
 
 class VectorRunner:
-    """A gymnasium ``VectorEnv`` (retrovec's or gymnasium's): ``envs.step`` per call."""
+    """A gymnasium ``VectorEnv`` (retrovec's or gymnasium's): ``envs.step`` per call.
 
-    def __init__(self, envs: Any, seed: int) -> None:
+    Args:
+        envs: The vector env, not yet reset.
+        seed: Seed of the reset and of the pre-drawn actions.
+        action_space: One env's action space; ``None``: ``envs.single_action_space``.
+    """
+
+    def __init__(self, envs: Any, seed: int, action_space: Any = None) -> None:
         self.envs = envs
         self.seed = seed
         self.steps_per_call = envs.num_envs
-        self._actions = draw_actions(envs.single_action_space, envs.num_envs, seed)
+        space = envs.single_action_space if action_space is None else action_space
+        self._actions = draw_actions(space, envs.num_envs, seed)
         self._index = 0
 
     def reset(self) -> None:
@@ -160,11 +167,7 @@ class Sb3Runner(VectorRunner):
     """An SB3 ``VecEnv``: its ``action_space`` is one env's; ``reset`` takes no seed."""
 
     def __init__(self, venv: Any, seed: int) -> None:
-        self.envs = venv
-        self.seed = seed
-        self.steps_per_call = venv.num_envs
-        self._actions = draw_actions(venv.action_space, venv.num_envs, seed)
-        self._index = 0
+        super().__init__(venv, seed, venv.action_space)
 
     def reset(self) -> None:
         self.envs.seed(self.seed)
@@ -180,7 +183,7 @@ class BatchRunner(VectorRunner):
         self.steps_per_call = batch_size
 
     def reset(self) -> None:
-        self.envs.async_reset()
+        self.envs.async_reset(seed=self.seed)
 
     def step(self) -> None:
         *_, info = self.envs.recv()

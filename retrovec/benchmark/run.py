@@ -294,7 +294,10 @@ def run_benchmark(config: BenchmarkConfig | None = None, progress: bool = False)
             "format": FORMAT,
             "created": created,
             "machine": machine,
-            "config": dataclasses.asdict(config),
+            "config": {  # tuples as lists: the result is the same after a JSON round trip
+                key: list(value) if isinstance(value, tuple) else value
+                for key, value in dataclasses.asdict(config).items()
+            },
             "contenders": {c.label: c.description for c in contenders},
             "skipped": [
                 *(
@@ -341,19 +344,19 @@ def _ok(measurements: list[dict[str, Any]], **match: Any) -> list[dict[str, Any]
     ]
 
 
-def _summarize_workload(result: dict[str, Any], name: str, bare: dict[str, Any]) -> dict[str, Any]:
-    measurements = result["measurements"]
-    cores = result["machine"]["cores_available"]
+def _references(
+    measurements: list[dict[str, Any]], name: str, cores: int, bare: dict[str, Any]
+) -> dict[str, Any]:
+    """LIMIT, the single env and the bare emulator (in env steps) of one workload."""
     workload = WORKLOADS[name]
     singles = _ok(measurements, kind="single", workload=name)
     single = spread([m["steps_per_second"] for m in singles])
     limit = spread([cores * m["steps_per_second"] for m in singles])
     bare_steps = {
-        k: (v / workload.frame_skip if v is not None else None)
-        for k, v in bare.items()
-        if k != "values"
+        key: None if bare[key] is None else bare[key] / workload.frame_skip
+        for key in ("median", "min", "max")
     }
-    summary: dict[str, Any] = {
+    return {
         "description": workload.description,
         "preprocessing": repr(workload.preprocessing) if workload.preprocessing else None,
         "frame_skip": workload.frame_skip,
@@ -366,34 +369,30 @@ def _summarize_workload(result: dict[str, Any], name: str, bare: dict[str, Any])
         },
         "bare_emulator": {
             **bare_steps,
-            "unit": f"env steps/s ({workload.frame_skip} frames each)",
+            "unit": f"env steps/s ({workload.frame_skip} emulator frames each), one core",
             "ratio_to_limit": _ratios(bare_steps, limit["median"]),
         },
-        "results": [],
-        "growth": [],
     }
-    for label, cid in ((c.label, c.id) for c in CONTENDERS.values()):
+
+
+def _growth_row(label: str, m: dict[str, Any]) -> dict[str, Any]:
+    keys = ("num_envs", "env_steps", "seconds", "bytes_per_1k_steps")
+    return {"contender": label, **{key: m[key] for key in keys}}
+
+
+def _summarize_workload(result: dict[str, Any], name: str, bare: dict[str, Any]) -> dict[str, Any]:
+    measurements = result["measurements"]
+    summary = _references(measurements, name, result["machine"]["cores_available"], bare)
+    limit = summary["limit"]["median"]
+    summary["results"], summary["growth"] = [], []
+    for cid, contender in CONTENDERS.items():
+        mine = [m for m in measurements if m["workload"] == name and m["contender"] == cid]
         for n in result["config"]["num_envs"]:
-            runs = [
-                m
-                for m in measurements
-                if m["kind"] == "contender"
-                and m["workload"] == name
-                and m["contender"] == cid
-                and m["num_envs"] == n
-            ]
+            runs = [m for m in mine if m["kind"] == "contender" and m["num_envs"] == n]
             if runs:
-                summary["results"].append(_summarize_runs(label, cid, n, runs, limit["median"]))
-        for m in _ok(measurements, kind="growth", workload=name, contender=cid):
-            summary["growth"].append(
-                {
-                    "contender": label,
-                    "num_envs": m["num_envs"],
-                    "env_steps": m["env_steps"],
-                    "seconds": m["seconds"],
-                    "bytes_per_1k_steps": m["bytes_per_1k_steps"],
-                }
-            )
+                summary["results"].append(_summarize_runs(contender.label, cid, n, runs, limit))
+        for m in _ok(mine, kind="growth"):
+            summary["growth"].append(_growth_row(contender.label, m))
     return summary
 
 
