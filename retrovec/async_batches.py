@@ -210,16 +210,10 @@ class AsyncBatchesMixin:
         self._arrival_order.append(index)
 
     def _send_batch(self, index: int, message: Any, kind: str) -> None:
-        conn = self._connections[index]
-        try:
-            if isinstance(message, bytes):
-                conn.send_bytes(message)
-            else:
-                conn.send(message)
-        except OSError:
-            self._absorb_dead(index, kind, noticed_by=f"{kind}")
-            return
-        self._in_flight[index] = kind
+        if self._transmit(index, message):
+            self._in_flight[index] = kind
+        else:
+            self._absorb_dead(index, kind, noticed_by=kind)
 
     def _absorb(self, index: int, reply: Any, alive: bool) -> None:
         kind = self._in_flight.pop(index)

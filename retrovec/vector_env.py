@@ -420,29 +420,37 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
                 f": {self._broken}. {action}"
             )
 
-    def _send(self, index: int, message: Any, method: str) -> None:
-        """Send one command; a worker that is gone becomes ``WorkerCrashedError``."""
+    def _transmit(self, index: int, message: Any) -> bool:
+        """Send one command (pre-pickled bytes or an object); ``False`` if the worker's
+        pipe is broken, i.e. the worker is gone."""
         conn = self._connections[index]
         try:
             if isinstance(message, bytes):
                 conn.send_bytes(message)
             else:
                 conn.send(message)
-            self._pending.add(index)
         except OSError:
-            process = self.processes[index]
-            process.join(1.0)
-            if self.on_worker_failure != "restart":
-                self._crashed = True
-                self._broken = f"the worker of env {index} died"
-                raise WorkerCrashedError(index, process.exitcode, f"`{method}`") from None
-            payload = self._replace_dead_worker(index, method)
-            if method == "step_async":  # report a truncated step; send no step
-                self._replies[index] = (True, self._truncated_step(index, payload))
-                return
-            if method != "reset_async":
-                self._restarted_results[index] = payload  # the episode ends at the next step
-            self._send(index, message, method)  # the same command, to the new worker
+            return False
+        return True
+
+    def _send(self, index: int, message: Any, method: str) -> None:
+        """Send one command; a worker that is gone becomes ``WorkerCrashedError``."""
+        if self._transmit(index, message):
+            self._pending.add(index)
+            return
+        process = self.processes[index]
+        process.join(1.0)
+        if self.on_worker_failure != "restart":
+            self._crashed = True
+            self._broken = f"the worker of env {index} died"
+            raise WorkerCrashedError(index, process.exitcode, f"`{method}`")
+        payload = self._replace_dead_worker(index, method)
+        if method == "step_async":  # report a truncated step; send no step
+            self._replies[index] = (True, self._truncated_step(index, payload))
+            return
+        if method != "reset_async":
+            self._restarted_results[index] = payload  # the episode ends at the next step
+        self._send(index, message, method)  # the same command, to the new worker
 
     def _request(self, index: int, message: Any, method: str) -> Any:
         """One command to one worker, outside any batch call; returns its payload."""
