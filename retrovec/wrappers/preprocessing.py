@@ -73,12 +73,16 @@ class Preprocessing:
         channels_first: Observations shaped ``(C, H, W)`` for convolutions: an RGB frame
             ``(3, H, W)``, a grayscale one ``(1, H, W)``, a stack of ``k`` frames
             ``(k*C, H, W)`` (oldest frame's channels first).
+        fused: Run sticky actions, no-op starts and frame skip as one loop over the
+            emulator (:class:`~retrovec.wrappers.fused.FusedFrameSkip`) when the env is a
+            bare RetroEnv: identical results, less work per frame. ``False`` always uses
+            the separate wrappers.
 
     Example:
         >>> Preprocessing.atari()  # doctest: +NORMALIZE_WHITESPACE
         Preprocessing(frame_skip=4, max_pool=True, sticky_action_prob=0.0, noop_max=30,
                       grayscale=True, crop=None, resize=(84, 84), frame_stack=4,
-                      channels_first=False)
+                      channels_first=False, fused=True)
         >>> Preprocessing.atari(sticky_action_prob=0.25).sticky_action_prob
         0.25
         >>> Preprocessing(frame_skip=0)
@@ -100,6 +104,7 @@ class Preprocessing:
     resize: tuple[int, int] | None = None
     frame_stack: int = 1
     channels_first: bool = False
+    fused: bool = True
 
     def __post_init__(self) -> None:
         for name, low in (("frame_skip", 1), ("noop_max", 0), ("frame_stack", 1)):
@@ -107,7 +112,7 @@ class Preprocessing:
             if not _is_int(value) or operator.index(value) < low:
                 raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
             object.__setattr__(self, name, operator.index(value))
-        for name in ("max_pool", "grayscale", "channels_first"):
+        for name in ("max_pool", "grayscale", "channels_first", "fused"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"{name} must be a bool, got {getattr(self, name)!r}")
         prob = self.sticky_action_prob
@@ -220,6 +225,7 @@ class Preprocessing:
             StickyAction,
         )
 
+        from retrovec.wrappers.fused import FusedFrameSkip, can_fuse
         from retrovec.wrappers.stateful import FrameSkip, NoopReset
         from retrovec.wrappers.transform import ChannelsFirst, Crop, Grayscale
 
@@ -232,12 +238,22 @@ class Preprocessing:
                 "frame_skip with max_pool=False, sticky_action_prob, noop_max and "
                 "frame_stack"
             )
-        if self.sticky_action_prob > 0:
-            env = StickyAction(env, repeat_action_probability=self.sticky_action_prob)
-        if self.noop_max > 0:
-            env = NoopReset(env, noop_max=self.noop_max)
-        if self.frame_skip > 1:
-            env = FrameSkip(env, skip=self.frame_skip, max_pool=self.max_pool)
+        frame_steps = self.sticky_action_prob > 0 or self.noop_max > 0 or self.frame_skip > 1
+        if frame_steps and self.fused and can_fuse(env):
+            env = FusedFrameSkip(
+                env,
+                skip=self.frame_skip,
+                max_pool=self.max_pool,
+                sticky_action_prob=self.sticky_action_prob,
+                noop_max=self.noop_max,
+            )
+        else:
+            if self.sticky_action_prob > 0:
+                env = StickyAction(env, repeat_action_probability=self.sticky_action_prob)
+            if self.noop_max > 0:
+                env = NoopReset(env, noop_max=self.noop_max)
+            if self.frame_skip > 1:
+                env = FrameSkip(env, skip=self.frame_skip, max_pool=self.max_pool)
         if self.crop is not None:
             top, bottom, left, right = self.crop
             env = Crop(env, top=top, bottom=bottom, left=left, right=right)
