@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import pickle
 import signal
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -60,6 +61,14 @@ def error_reply(error: BaseException) -> tuple[bool, ErrorPayload]:
     except Exception:
         portable = None
     return False, (portable, type(error).__qualname__, str(error), text)
+
+
+def _one_thread_per_library() -> None:
+    """A worker is one of many processes: a thread pool in each would oversubscribe the
+    cores (OpenCV, used by the preprocessing wrappers, starts one per core by default)."""
+    cv2 = sys.modules.get("cv2")
+    if cv2 is not None:
+        cv2.setNumThreads(1)
 
 
 def _parent_alive(pid: int, initial_ppid: int) -> bool:
@@ -258,6 +267,7 @@ def worker_main(
         except Exception as error:
             _send(conn, error_reply(error))
             return
+        _one_thread_per_library()
         server = _EnvServer(index, env, conn, autoreset_mode)
         if not _send(conn, (True, _describe(env))):
             return
