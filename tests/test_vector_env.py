@@ -279,3 +279,13 @@ def test_copy_false_views_stay_valid_after_close():
     envs.close()
     np.testing.assert_array_equal(observations["position"], kept)  # no use-after-unmap
     del observations
+
+
+def test_with_block_closes_the_workers_also_after_an_exception():
+    with AsyncRetroVectorEnv(fns(make_toy, 2)) as envs:
+        envs.reset(seed=0)
+    assert envs.closed
+    with pytest.raises(ToyError):
+        with AsyncRetroVectorEnv(fns(make_toy, 2)) as envs:
+            raise ToyError("in the loop")
+    assert envs.closed
