@@ -1,10 +1,12 @@
 """The ``retrovec`` command line: argument parsing and dispatch only.
 
-Subcommands live in a subparsers table (``run``, ``games``, ``states``, ``bench``). Each
+Subcommands live in a subparsers table (``run``, ``games``, ``states``, ``bench``,
+``train``). Each
 subcommand is a ``_add_<name>_parser`` function that registers its arguments and a
 ``_cmd_<name>(args) -> int`` handler; the work itself lives in library modules
 (``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for ``games`` and ``states``,
-``retrovec.benchmark`` for ``bench``).
+``retrovec.benchmark`` for ``bench``, ``retrovec.ppo`` for ``train``, imported only when
+``train`` runs, so the other commands never import torch).
 
 Exit codes: 0 success, 1 failure while running (a worker crashed, ...), 2 bad usage or a
 game/state that cannot be made, 130 interrupted with Ctrl-C.
@@ -428,6 +430,115 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 1 if result["errors"] else 0
 
 
+# --------------------------------------------------------------------------- train
+
+
+def _add_train_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train batched PPO on a game (needs the train extra: torch, tensorboard)",
+        description=(
+            "Train PPO (retrovec.ppo) on GAME with Atari preprocessing and discrete actions; "
+            "TensorBoard events and checkpoint.pt go to --run-dir. Options not listed here "
+            "are set with --arg FIELD=VALUE (any field of retrovec.ppo.Args). See docs/ppo.md."
+        ),
+    )
+    p.add_argument(
+        "--game", default=DEFAULT_GAME, help="stable-retro game id (default: %(default)s)"
+    )
+    p.add_argument("--state", default=None, help="save state (default: the game's default)")
+    p.add_argument("--num-envs", type=_positive_int, default=8, metavar="N",
+                   help="parallel envs (default: %(default)s)")
+    p.add_argument("--total-timesteps", type=_positive_int, default=10_000_000, metavar="T",
+                   help="agent steps over all envs (default: %(default)s)")
+    p.add_argument("--num-steps", type=_positive_int, default=128, metavar="S",
+                   help="steps per env per rollout (default: %(default)s)")
+    p.add_argument("--max-episode-steps", type=_positive_int, default=27_000, metavar="S",
+                   help="truncate episodes after S agent steps (default: %(default)s)")
+    p.add_argument("--learning-rate", type=_positive_float, default=2.5e-4, metavar="LR",
+                   help="Adam learning rate (default: %(default)s)")
+    p.add_argument("--seed", type=_nonnegative_int, default=1, help="seed (default: %(default)s)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, else CPU), cpu, cuda... (default: %(default)s)")
+    p.add_argument("--run-dir", default="runs/ppo",
+                   help="TensorBoard events and checkpoint.pt (default: %(default)s)")
+    p.add_argument("--checkpoint-every", type=_positive_int, default=50, metavar="K",
+                   help="save checkpoint.pt every K iterations (default: %(default)s)")
+    p.add_argument("--resume", default=None, metavar="CHECKPOINT",
+                   help="continue from this checkpoint.pt")
+    p.add_argument("--arg", action="append", default=[], metavar="FIELD=VALUE",
+                   help="set any other retrovec.ppo.Args field, e.g. --arg ent_coef=0.02")
+    p.add_argument("--eval-episodes", type=_nonnegative_int, default=0, metavar="N",
+                   help="after training, report mean +- std return over N episodes (default: 0)")
+    p.add_argument("--video", default=None, metavar="MP4",
+                   help="with --eval-episodes: save the evaluation as this mp4")
+    p.add_argument("--no-progress", action="store_true", help="never show the progress bar")
+    p.set_defaults(handler=_cmd_train)
+
+
+def _parse_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("none", "null"):
+        return None
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    try:
+        from retrovec import ppo
+    except ModuleNotFoundError as exc:
+        _error("train", f"{exc.name} is missing: pip install 'retrovec[train]'")
+        return 2
+    import dataclasses
+
+    fields = {field.name for field in dataclasses.fields(ppo.Args)}
+    values: dict[str, Any] = {
+        "game": args.game, "state": args.state, "num_envs": args.num_envs,
+        "total_timesteps": args.total_timesteps, "num_steps": args.num_steps,
+        "max_episode_steps": args.max_episode_steps, "learning_rate": args.learning_rate,
+        "seed": args.seed, "device": args.device, "run_dir": args.run_dir,
+        "checkpoint_every": args.checkpoint_every, "resume": args.resume,
+        "progress": not args.no_progress,
+    }
+    for item in args.arg:
+        name, sep, text = item.partition("=")
+        if not sep or name not in fields:
+            _error(
+                "train", f"--arg wants FIELD=VALUE, FIELD one of {sorted(fields)}; got {item!r}"
+            )
+            return 2
+        values[name] = _parse_value(text)
+    config = ppo.Args(**values)
+    try:
+        config.check()
+    except ValueError as exc:
+        _error("train", str(exc))
+        return 2
+    result = ppo.train(config)
+    print(f"retrovec train: {result['global_step']} steps, checkpoint {result['checkpoint']}")
+    if args.eval_episodes:
+        report = ppo.evaluate(
+            result["checkpoint"],
+            args.eval_episodes,
+            num_envs=min(config.num_envs, args.eval_episodes),
+            video=args.video,
+            seed=config.seed + 1000,
+            device=config.device,
+        )
+        print(f"retrovec train: evaluation over {args.eval_episodes} episodes: "
+              f"{report['mean']:.2f} +- {report['std']:.2f}")
+        if report["video"]:
+            print(f"retrovec train: video {report['video']}")
+    return 0
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -456,7 +567,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_games_parser(subparsers)
     _add_states_parser(subparsers)
     _add_bench_parser(subparsers)
-    # Later: _add_train_parser(subparsers).
+    _add_train_parser(subparsers)
     return parser
 
 

@@ -34,7 +34,10 @@ from retrovec.recording import RecordMovies, env_movie_dir
 from retrovec.vector_env import AsyncRetroVectorEnv
 from retrovec.wrappers.preprocessing import Preprocessing
 
-__all__ = ["DEFAULT_GAME", "default_num_envs", "make", "make_env"]
+__all__ = ["BACKENDS", "DEFAULT_GAME", "default_num_envs", "make", "make_env"]
+
+BACKENDS = ("process", "ray")
+"""Where :func:`make` runs the envs: worker processes here, or Ray actors."""
 
 DEFAULT_GAME = "Airstriker-Genesis-v0"
 """The one game whose ROM ships with stable-retro."""
@@ -134,6 +137,7 @@ def make(
     seed: int | None = None,
     multi_rewards: bool = False,
     record: str | os.PathLike[str] | None = None,
+    backend: str = "process",
     **vector_kwargs: Any,
 ) -> AsyncRetroVectorEnv:
     """Run ``num_envs`` copies of a stable-retro game, each in its own worker process.
@@ -203,6 +207,11 @@ def make(
         **vector_kwargs: Passed to :class:`~retrovec.vector_env.AsyncRetroVectorEnv`:
             ``shared_memory``, ``copy``, ``context``, ``daemon``, ``observation_mode``,
             ``autoreset_mode``, ``timeout``.
+        backend: ``"process"`` (default): every env in a worker process of this
+            machine. ``"ray"``: every env in a Ray actor, anywhere in a Ray cluster,
+            behind the same API (:class:`~retrovec.ray_backend.RayRetroVectorEnv`; needs
+            ``pip install 'retrovec[ray]'``; see ``docs/ray.md``). ``vector_kwargs`` then
+            go to that class (``num_cpus``, ``actor_options``, ``copy``, ...).
 
     Returns:
         The vector env, not yet reset. Close it (or use it in a ``with`` block) to stop
@@ -264,6 +273,8 @@ def make(
         )
     if seed is not None and not _is_int_at_least(seed, 0):
         raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if not isinstance(multi_rewards, bool):
         raise TypeError(f"multi_rewards must be True or False, got {multi_rewards!r}")
     if record is not None:
@@ -338,7 +349,12 @@ def make(
         )
         for s, first in zip(states, per_env)
     ]
-    envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
+    if backend == "ray":
+        from retrovec.ray_backend import RayRetroVectorEnv  # Ray is an optional extra
+
+        envs = RayRetroVectorEnv(env_fns, **vector_kwargs)
+    else:
+        envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
     if seed is not None:
         try:
             for space in (

@@ -10,11 +10,19 @@ import psutil
 import pytest
 
 
+#: Ray's own session processes (GCS, raylet, agents, idle workers): the ``ray_local``
+#: fixture starts them once and stops them at the end of the session. An env's actor
+#: (``ray::EnvActor``) is not among them: it must be gone after every test.
+_RAY_SERVICES = ("site-packages/ray/", "ray::IDLE", "ray::DashboardAgent", "ray::RuntimeEnvAgent")
+
+
 def _is_multiprocessing_helper(process: psutil.Process) -> bool:
     # The forkserver and resource tracker outlive a test by design: they serve later ones.
     try:
         command = " ".join(process.cmdline())
     except psutil.Error:
+        return True
+    if any(marker in command for marker in _RAY_SERVICES):
         return True
     return "forkserver" in command or "resource_tracker" in command
 
@@ -48,6 +56,42 @@ def pytest_sessionstart(session):
     from retrovec.roms import import_ale_roms
 
     import_ale_roms()
+
+
+@pytest.fixture(scope="session")
+def ray_session():
+    """Ray, imported (tests that use Ray are skipped without it); stopped at session end."""
+    ray = pytest.importorskip("ray")
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture
+def ray_local(ray_session):
+    """A small local Ray instance, started once per session (again if a test stopped it).
+
+    The actors import ``tests.envs``, so the repository goes on the workers' PYTHONPATH.
+    """
+    ray = ray_session
+    if not ray.is_initialized():
+        saved = os.environ.get("PYTHONPATH")
+        os.environ["PYTHONPATH"] = os.pathsep.join(
+            p for p in (os.path.dirname(os.path.dirname(os.path.abspath(__file__))), saved) if p
+        )
+        try:
+            ray.init(
+                num_cpus=4,
+                include_dashboard=False,
+                object_store_memory=200 * 1024**2,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        finally:
+            if saved is None:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = saved
+    return ray
 
 
 @pytest.fixture(autouse=True)

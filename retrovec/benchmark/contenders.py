@@ -32,6 +32,7 @@ __all__ = [
     "BatchRunner",
     "Contender",
     "EnvRunner",
+    "RayRunner",
     "Runner",
     "Sb3Runner",
     "VectorRunner",
@@ -299,6 +300,51 @@ def _sb3_available() -> str | None:
     return None
 
 
+class RayRunner(VectorRunner):
+    """retrovec's Ray backend; stops the local Ray instance it started, if it started one."""
+
+    def __init__(self, envs: Any, seed: int, started_ray: bool) -> None:
+        super().__init__(envs, seed)
+        self.started_ray = started_ray
+
+    def worker_pids(self) -> list[int]:
+        return list(self.envs.worker_pids)  # all on this node: a local Ray instance
+
+    def close(self) -> None:
+        try:
+            self.envs.close()
+        finally:
+            if self.started_ray:
+                import ray
+
+                ray.shutdown()
+
+
+def _build_retrovec_ray(game: str, workload: Workload, num_envs: int, seed: int) -> Runner:
+    import ray
+
+    from retrovec.factory import make
+
+    started = not ray.is_initialized()
+    if started:  # a local instance sized for this run; a connected cluster is used as is
+        ray.init(num_cpus=num_envs, include_dashboard=False, log_to_driver=False)
+    try:
+        envs = make(game, num_envs, preprocessing=workload.preprocessing, backend="ray")
+    except BaseException:
+        if started:
+            ray.shutdown()
+        raise
+    return RayRunner(envs, seed, started)
+
+
+def _ray_available() -> str | None:
+    try:
+        import ray  # noqa: F401
+    except ImportError as exc:
+        return f"ray is not importable ({exc}); pip install 'retrovec[ray]'"
+    return None
+
+
 CONTENDERS: dict[str, Contender] = {
     c.id: c
     for c in (
@@ -338,6 +384,15 @@ CONTENDERS: dict[str, Contender] = {
             "method; observations pickled through pipes",
             _build_sb3,
             _sb3_available,
+        ),
+        Contender(
+            "retrovec-ray",
+            "retrovec ray",
+            "retrovec.make(game, n, backend='ray'): RayRetroVectorEnv, one Ray actor per env "
+            "(num_cpus=1), observations through Ray's object store; a local Ray instance "
+            "unless the driver is already connected to a cluster",
+            _build_retrovec_ray,
+            _ray_available,
         ),
     )
 }

@@ -103,9 +103,8 @@ class FusedFrameSkip(gym.Wrapper):
         return reward, bool(data.is_done())
 
     def _observe(self) -> np.ndarray:
-        retro = self.env
-        retro.img = retro.get_screen(apply_rotation=True)  # as RetroEnv._update_obs
-        return retro.img
+        # RetroEnv's own observation read: the screen, or the RAM with obs_type=RAM.
+        return self.env._update_obs()
 
     def reset(
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
