@@ -43,6 +43,7 @@ __all__ = [
     "Agent",
     "Args",
     "collect_rollout",
+    "evaluate_random",
     "compute_gae",
     "evaluate",
     "load_checkpoint",
@@ -555,6 +556,45 @@ def evaluate(
     if max_episode_steps is not None:
         args.max_episode_steps = max_episode_steps
     envs = make_envs(args, num_envs=num_envs)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=torch_device)
+            action, _, _, _ = agent.get_action_and_value(x, greedy=greedy)
+        return action.cpu().numpy()
+
+    return _play(envs, policy, episodes, seed, video)
+
+
+def evaluate_random(
+    episodes: int = 10,
+    *,
+    num_envs: int = 2,
+    seed: int = 100,
+    max_episode_steps: int | None = None,
+    game: str = "Airstriker-Genesis-v0",
+) -> dict[str, Any]:
+    """Play ``episodes`` episodes with uniformly random actions, measured exactly as
+    :func:`evaluate` measures a trained policy (same envs, same episode bookkeeping).
+
+    The baseline a trained agent should clearly beat.
+    """
+    args = Args(game=game, seed=seed)
+    if max_episode_steps is not None:
+        args.max_episode_steps = max_episode_steps
+    envs = make_envs(args, num_envs=num_envs)
+    envs.action_space.seed(seed)
+    return _play(envs, lambda obs: envs.action_space.sample(), episodes, seed, None)
+
+
+def _play(
+    envs: Any,
+    policy: Any,
+    episodes: int,
+    seed: int,
+    video: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """Step ``envs`` with ``policy(observations)`` until ``episodes`` episodes ended."""
     writer = None
     returns: list[float] = []
     lengths: list[int] = []
@@ -567,10 +607,7 @@ def evaluate(
         while len(returns) < episodes:
             if writer is not None:
                 writer.write(tile_frames(np.asarray(obs)[:, -1]))
-            with torch.no_grad():
-                x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=torch_device)
-                action, _, _, _ = agent.get_action_and_value(x, greedy=greedy)
-            obs, _, _, _, infos = envs.step(action.cpu().numpy())
+            obs, _, _, _, infos = envs.step(policy(obs))
             if "episode" in infos:
                 for i in np.flatnonzero(infos["_episode"]):
                     returns.append(float(infos["episode"]["r"][i]))

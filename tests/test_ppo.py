@@ -140,3 +140,12 @@ def test_train_checkpoint_resume_and_evaluate_on_airstriker(tmp_path):
     assert len(result["returns"]) == 2 and result["lengths"] == [6, 6]
     assert result["std"] >= 0 and np.isfinite(result["mean"])
     assert video.stat().st_size > 0
+
+
+def test_random_policy_baseline_is_measured_like_the_agent():
+    from retrovec.ppo import evaluate_random
+
+    result = evaluate_random(episodes=2, num_envs=2, max_episode_steps=30, seed=3)
+    assert len(result["returns"]) == 2 and len(result["lengths"]) == 2
+    assert all(length <= 30 for length in result["lengths"])
+    assert result["mean"] == pytest.approx(sum(result["returns"]) / 2)
