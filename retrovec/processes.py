@@ -16,14 +16,44 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import select
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from multiprocessing import connection
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
 
-__all__ = ["ReplyWaiter", "stop_processes"]
+__all__ = ["ReplyWaiter", "frozen_heap", "stop_processes"]
+
+
+@contextlib.contextmanager
+def frozen_heap(start_method: str) -> Iterator[None]:
+    """Hide the parent's heap from the garbage collectors of workers forked inside.
+
+    ``RetroEnv.__init__`` calls ``gc.collect()``. In a forked worker that walks every
+    object inherited from the parent (a training process holds hundreds of thousands),
+    which made start-up of 16 workers take 1.4 s instead of 0.46 s. Objects frozen with
+    ``gc.freeze()`` before the fork are skipped. The parent unfreezes them right after,
+    so its own collection is unchanged. Nothing is done for spawn and forkserver (their
+    workers do not inherit the heap) or when the caller has frozen objects itself.
+
+    Example:
+        >>> with frozen_heap("fork"):
+        ...     gc.get_freeze_count() > 0
+        True
+        >>> gc.get_freeze_count()
+        0
+    """
+    if start_method != "fork" or gc.get_freeze_count():
+        yield
+        return
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 class ReplyWaiter:

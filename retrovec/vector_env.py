@@ -55,7 +55,7 @@ from retrovec.errors import (
     WorkerTimeoutError,
 )
 from retrovec.infos import batch_infos
-from retrovec.processes import ReplyWaiter, stop_processes
+from retrovec.processes import ReplyWaiter, frozen_heap, stop_processes
 from retrovec.shared_memory import (
     ArenaLayout,
     SharedArena,
@@ -253,10 +253,11 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
         return parent_conn, process
 
     def _start_workers(self) -> None:
-        for index in range(self.num_envs):
-            parent_conn, process = self._spawn(index)
-            self._connections.append(parent_conn)
-            self.processes.append(process)
+        with frozen_heap(self._ctx.get_start_method()):
+            for index in range(self.num_envs):
+                parent_conn, process = self._spawn(index)
+                self._connections.append(parent_conn)
+                self.processes.append(process)
         self._waiter = ReplyWaiter(self._connections, self.processes)
 
     def _adopt_spaces(self, descriptions: list[dict[str, Any]]) -> None:
@@ -490,7 +491,8 @@ class AsyncRetroVectorEnv(AsyncBatchesMixin, VectorEnv):
         )
         self._connections[index].close()
         process.close()
-        self._connections[index], self.processes[index] = self._spawn(index)
+        with frozen_heap(self._ctx.get_start_method()):
+            self._connections[index], self.processes[index] = self._spawn(index)
         self._waiter.watch(index)
         self._check_description(index, self._request(index, None, "restart"))
         conn = self._connections[index]
