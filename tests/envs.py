@@ -212,3 +212,20 @@ class KillOnce(gym.Wrapper):
 def make_airstriker_killed_once(method: str, marker: str, after: int = 0, max_episode_steps: int = 1000):
     """Airstriker whose worker dies once, in ``method``."""
     return KillOnce(make_airstriker(max_episode_steps=max_episode_steps), method, marker, after)
+
+
+class SlowSteps(gym.Wrapper):
+    """Sleeps ``delay`` seconds in every step of the wrapped env."""
+
+    def __init__(self, env: gym.Env, delay: float):
+        super().__init__(env)
+        self.delay = delay
+
+    def step(self, action):
+        time.sleep(self.delay)
+        return self.env.step(action)
+
+
+def make_slow_airstriker(delay: float):
+    """The real emulator, slowed down: for timeouts."""
+    return SlowSteps(make_airstriker(max_episode_steps=1000), delay)

@@ -18,8 +18,8 @@ import pytest
 from gymnasium.error import ResetNeeded
 
 import retrovec
-from retrovec import AsyncRetroVectorEnv, BrokenVectorEnvError, WorkerCrashedError
-from tests.envs import fns, make_airstriker, make_airstriker_killed_once
+from retrovec import AsyncRetroVectorEnv, BrokenVectorEnvError, WorkerCrashedError, WorkerTimeoutError
+from tests.envs import fns, make_airstriker, make_airstriker_killed_once, make_slow_airstriker
 
 START_METHODS = ["fork", "forkserver", "spawn"]
 STEPS = {"reset": 0, "step": 3, "poke": 0}
@@ -106,8 +106,9 @@ def test_restart_during_step_truncates_only_that_env(tmp_path, context):
         envs.close()
 
 
-def test_restart_during_reset_and_call(tmp_path):
-    envs = vector("reset", str(tmp_path / "died-reset"), "fork", on_worker_failure="restart")
+@pytest.mark.parametrize("context", START_METHODS)
+def test_restart_during_reset_and_call(tmp_path, context):
+    envs = vector("reset", str(tmp_path / "died-reset"), context, on_worker_failure="restart")
     try:
         with pytest.warns(UserWarning, match="restarting it"):
             observations, infos = envs.reset(seed=0)
@@ -116,7 +117,7 @@ def test_restart_during_reset_and_call(tmp_path):
     finally:
         envs.close()
 
-    envs = vector("poke", str(tmp_path / "died-poke"), "fork", on_worker_failure="restart")
+    envs = vector("poke", str(tmp_path / "died-poke"), context, on_worker_failure="restart")
     try:
         envs.reset(seed=0)
         with pytest.warns(UserWarning), pytest.raises(WorkerCrashedError, match="restarted") as caught:
@@ -131,8 +132,9 @@ def test_restart_during_reset_and_call(tmp_path):
         envs.close()
 
 
-def test_restart_after_an_idle_kill_reports_at_the_next_step():
-    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2), on_worker_failure="restart")
+@pytest.mark.parametrize("context", START_METHODS)
+def test_restart_after_an_idle_kill_reports_at_the_next_step(context):
+    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2), on_worker_failure="restart", context=context)
     try:
         envs.reset(seed=0)
         os.kill(envs.processes[0].pid, signal.SIGKILL)
@@ -145,8 +147,9 @@ def test_restart_after_an_idle_kill_reports_at_the_next_step():
         envs.close()
 
 
-def test_restarts_give_up_after_max_restarts(tmp_path):
-    envs = vector("step", str(tmp_path / "died"), "fork", on_worker_failure="restart", max_restarts=0)
+@pytest.mark.parametrize("context", START_METHODS)
+def test_restarts_give_up_after_max_restarts(tmp_path, context):
+    envs = vector("step", str(tmp_path / "died"), context, on_worker_failure="restart", max_restarts=0)
     try:
         with pytest.raises(WorkerCrashedError, match="max_restarts"):
             drive(envs, "step")
@@ -156,8 +159,9 @@ def test_restarts_give_up_after_max_restarts(tmp_path):
         envs.close()
 
 
-def test_bad_input_is_refused_before_it_reaches_a_worker():
-    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2))
+@pytest.mark.parametrize("context", START_METHODS)
+def test_bad_input_is_refused_before_it_reaches_a_worker(context):
+    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2), context=context)
     try:
         with pytest.raises(ResetNeeded, match=r"Call reset\(\) before step\(\): envs \[0, 1\]"):
             envs.step(np.zeros((2, 12), dtype=np.int8))
@@ -189,6 +193,26 @@ def test_discrete_actions_out_of_range():
         envs.step(np.array([0, n - 1]))
     finally:
         envs.close()
+
+
+@pytest.mark.parametrize("context", START_METHODS)
+def test_timeouts_on_the_real_emulator(context):
+    env_fns = [partial(make_airstriker, max_episode_steps=1000), partial(make_slow_airstriker, 0.5)]
+    envs = AsyncRetroVectorEnv(env_fns, context=context)
+    try:
+        envs.reset(seed=0)
+        envs.step_async(np.zeros((2, 12), dtype=np.int8))
+        with pytest.raises(WorkerTimeoutError, match=r"envs \[1\] had not answered"):
+            envs.step_wait(timeout=0.05)
+        observations, *_ = envs.step_wait()  # the same step, completed
+        assert observations.shape == (2, 224, 320, 3)
+        envs.step_async(np.zeros((2, 12), dtype=np.int8))
+        with pytest.raises(WorkerTimeoutError):
+            envs.step_wait(timeout=0.05)
+    finally:
+        started = time.monotonic()
+        envs.close(timeout=2.0)  # a pending call and a slow worker: close still ends
+        assert time.monotonic() - started < 10
 
 
 # --------------------------------------------------------------------------- shutdown
@@ -258,14 +282,16 @@ def test_ctrl_c_in_the_middle_of_stepping_leaves_nothing(context):
     assert _wait_gone(pids, 3.0) == []
 
 
-def test_interpreter_exit_without_close_leaves_nothing():
-    script, pids = _start_script("fork", "exit-without-close")
+@pytest.mark.parametrize("context", START_METHODS)
+def test_interpreter_exit_without_close_leaves_nothing(context):
+    script, pids = _start_script(context, "exit-without-close")
     assert script.wait(timeout=60) == 0
     assert _wait_gone(pids, 3.0) == []
 
 
-def test_garbage_collection_closes_the_workers():
-    envs = retrovec.make(num_envs=2)
+@pytest.mark.parametrize("context", START_METHODS)
+def test_garbage_collection_closes_the_workers(context):
+    envs = retrovec.make(num_envs=2, context=context)
     envs.reset(seed=0)
     pids = [process.pid for process in envs.processes]
     del envs
