@@ -47,6 +47,7 @@ from gymnasium.vector.utils import (
     iterate,
 )
 
+from retrovec.autoreset import autoreset_step
 from retrovec.async_batches import _BatchInfos
 from retrovec.errors import (
     BrokenVectorEnvError,
@@ -147,23 +148,9 @@ class EnvActor:
         return self._answer(self._step, action)
 
     def _step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        env = self.env
-        mode = self.autoreset_mode
-        if mode is AutoresetMode.NEXT_STEP:
-            if self.needs_reset:
-                observation, info = env.reset()
-                reward, terminated, truncated = 0.0, False, False
-            else:
-                observation, reward, terminated, truncated, info = env.step(action)
-            self.needs_reset = bool(terminated or truncated)
-        elif mode is AutoresetMode.SAME_STEP:
-            observation, reward, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                final_observation, final_info = observation, info
-                observation, reset_info = env.reset()
-                info = {"final_info": final_info, "final_obs": final_observation, **reset_info}
-        else:  # DISABLED: step whatever the env does, as gymnasium's AsyncVectorEnv does
-            observation, reward, terminated, truncated, info = env.step(action)
+        observation, reward, terminated, truncated, info, self.needs_reset = autoreset_step(
+            self.env, action, self.autoreset_mode, self.needs_reset
+        )
         self.last_observation = observation
         return observation, reward, terminated, truncated, info
 

@@ -32,6 +32,7 @@ from typing import Any
 from gymnasium import Env
 from gymnasium.vector import AutoresetMode
 
+from retrovec.autoreset import autoreset_step
 from retrovec.shared_memory import ArenaLayout, SharedArena
 
 __all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "worker_main"]
@@ -143,25 +144,9 @@ class _EnvServer:
     def step(self, action: Any) -> tuple[Any, dict]:
         if self.read_action is not None:
             action = self.read_action()
-        env = self.env
-        mode = self.autoreset_mode
-        if mode is AutoresetMode.NEXT_STEP:
-            if self.needs_reset:
-                observation, info = env.reset()
-                reward, terminated, truncated = 0.0, False, False
-            else:
-                observation, reward, terminated, truncated, info = env.step(action)
-            self.needs_reset = bool(terminated or truncated)
-        elif mode is AutoresetMode.SAME_STEP:
-            observation, reward, terminated, truncated, info = env.step(action)
-            if terminated or truncated:
-                final_observation, final_info = observation, info
-                observation, reset_info = env.reset()
-                info = {"final_info": final_info, "final_obs": final_observation, **reset_info}
-        elif mode is AutoresetMode.DISABLED:
-            observation, reward, terminated, truncated, info = env.step(action)
-        else:  # pragma: no cover - validated in the parent
-            raise ValueError(f"Unexpected autoreset_mode: {mode}")
+        observation, reward, terminated, truncated, info, self.needs_reset = autoreset_step(
+            self.env, action, self.autoreset_mode, self.needs_reset
+        )
         arena = self.arena
         assert arena is not None
         arena.rewards[self.index] = reward

@@ -15,7 +15,6 @@ import sys
 import time
 from functools import partial
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoAsyncCallError
@@ -29,7 +28,7 @@ from retrovec import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
-from tests.compare import assert_same
+from tests.lockstep import run_lockstep as lockstep
 from tests.envs import FailingEnv, SlowEnv, ToyEnv, ToyError, fns, make_airstriker, make_toy
 from tests.test_async_batches import reference_trajectory
 
@@ -69,34 +68,7 @@ def worker_pids(envs) -> list[int]:
 
 def run_lockstep(make_envs, env_fns, mode: AutoresetMode, steps: int, seed: int = 123) -> int:
     """Step gymnasium's AsyncVectorEnv and ours with the same actions; count episode ends."""
-    reference = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode)
-    episode_ends = 0
-    try:
-        ours = make_envs(env_fns, autoreset_mode=mode)
-        assert ours.single_observation_space == reference.single_observation_space
-        assert ours.observation_space == reference.observation_space
-        assert ours.single_action_space == reference.single_action_space
-        assert ours.action_space == reference.action_space
-        assert ours.metadata == reference.metadata
-        assert ours.render_mode == reference.render_mode
-
-        assert_same(reference.reset(seed=seed), ours.reset(seed=seed), "reset")
-        reference.action_space.seed(seed)
-        for t in range(steps):
-            actions = reference.action_space.sample()
-            expected = reference.step(actions)
-            assert_same(expected, ours.step(actions), f"step {t}")
-            done = expected[2] | expected[3]
-            episode_ends += int(done.sum())
-            if mode == AutoresetMode.DISABLED and done.any():
-                assert_same(
-                    reference.reset(options={"reset_mask": done.copy()}),
-                    ours.reset(options={"reset_mask": done.copy()}),
-                    f"masked reset after step {t}",
-                )
-    finally:
-        reference.close()
-    return episode_ends
+    return lockstep(make_envs, env_fns, mode, steps, seed)
 
 
 # --------------------------------------------------------------------------- equivalence

@@ -3,50 +3,18 @@ exactly, step for step, in every autoreset mode and across episode ends."""
 
 from __future__ import annotations
 
-import gymnasium as gym
 import numpy as np
 import pytest
 from gymnasium.vector import AutoresetMode
 
 from retrovec import AsyncRetroVectorEnv
-from tests.compare import assert_same
+from tests.lockstep import run_lockstep as lockstep
 from tests.envs import fns, make_airstriker, make_toy
 
 
 def run_lockstep(env_fns, mode: AutoresetMode, steps: int, seed: int = 123, **kwargs) -> int:
-    """Step both vector envs with the same actions; return the number of episode ends."""
-    reference = gym.vector.AsyncVectorEnv(env_fns, autoreset_mode=mode, **kwargs)
-    ours = None
-    episode_ends = 0
-    try:
-        ours = AsyncRetroVectorEnv(env_fns, autoreset_mode=mode, **kwargs)
-        assert ours.single_observation_space == reference.single_observation_space
-        assert ours.observation_space == reference.observation_space
-        assert ours.single_action_space == reference.single_action_space
-        assert ours.action_space == reference.action_space
-        assert ours.metadata == reference.metadata
-        assert ours.render_mode == reference.render_mode
-
-        assert_same(reference.reset(seed=seed), ours.reset(seed=seed), "reset")
-        reference.action_space.seed(seed)
-        for t in range(steps):
-            actions = reference.action_space.sample()
-            expected = reference.step(actions)
-            assert_same(expected, ours.step(actions), f"step {t}")
-            done = expected[2] | expected[3]
-            episode_ends += int(done.sum())
-            if mode == AutoresetMode.DISABLED and done.any():
-                # gymnasium pops reset_mask from the dict it is given: give each its own
-                assert_same(
-                    reference.reset(options={"reset_mask": done.copy()}),
-                    ours.reset(options={"reset_mask": done.copy()}),
-                    f"masked reset after step {t}",
-                )
-    finally:
-        reference.close()
-        if ours is not None:
-            ours.close()
-    return episode_ends
+    """Lockstep against gymnasium's AsyncVectorEnv; returns the number of episode ends."""
+    return lockstep(AsyncRetroVectorEnv, env_fns, mode, steps, seed, **kwargs)
 
 
 @pytest.mark.parametrize("mode", list(AutoresetMode))
