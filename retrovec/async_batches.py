@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 from gymnasium.error import AlreadyPendingCallError, ResetNeeded
 from gymnasium.vector import VectorEnv
-from gymnasium.vector.utils import batch_space, concatenate, create_empty_array, iterate
+from gymnasium.vector.utils import concatenate, create_empty_array
 
-from retrovec.errors import WorkerCrashedError, WorkerTimeoutError
+from retrovec.errors import WorkerTimeoutError
 from retrovec.infos import batch_infos
 
 __all__ = ["AsyncBatchesMixin"]
@@ -51,7 +51,8 @@ def _take(batch: Any, rows: np.ndarray) -> Any:
 
 
 class AsyncBatchesMixin:
-    """``async_reset``/``send``/``recv`` for :class:`~retrovec.AsyncRetroVectorEnv`."""
+    """``async_reset``/``send``/``recv`` for both backends, on
+    :class:`~retrovec.vector_base.RetroVectorEnvBase`'s transport methods."""
 
     def _init_async_batches(self, batch_size: int | None) -> None:
         if batch_size is None:
@@ -94,7 +95,7 @@ class AsyncBatchesMixin:
             raise TypeError(f"options must be None or a dict, got {options!r}.")
         self._restarted_results.clear()
         for index in range(self.num_envs):
-            self._send_batch(index, ("reset", (seeds[index], options)), "reset")
+            self._send_batch(index, "reset", (seeds[index], options))
         self._ever_reset[:] = True
         self._broken = None
 
@@ -130,20 +131,13 @@ class AsyncBatchesMixin:
             )
         if not self._ever_reset[ids].all():
             raise ResetNeeded("Call async_reset() (or reset()) before send().")
-        if self._write_actions is not None:
-            self._write_actions(actions, rows=ids)
-            messages: list[Any] = [self._step_command] * len(ids)
-        else:
-            space = batch_space(self.single_action_space, len(ids))
-            messages = [("step", action) for action in iterate(space, actions)]
-            if len(messages) != len(ids):
-                raise ValueError(f"Expected {len(ids)} actions, got {len(messages)}.")
-        for index, message in zip(ids.tolist(), messages):
+        arguments = self._step_arguments(actions, rows=ids)
+        for index, argument in zip(ids.tolist(), arguments):
             if index in self._restarted_results:  # replaced since its last step
                 payload = self._truncated_step(index, self._restarted_results.pop(index))
                 self._arrive(index, "step", payload)
             else:
-                self._send_batch(index, message, "step")
+                self._send_batch(index, "step", argument)
 
     def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Wait for the first :attr:`batch_size` envs to finish and return their results.
@@ -173,8 +167,9 @@ class AsyncBatchesMixin:
             timeout = self.timeout
         if len(self._arrived) < size:
             pending = set(self._in_flight)
-            for index, reply, alive in self._waiter.wait(pending, timeout):
-                self._absorb(index, reply, alive)
+            wanted = size - len(self._arrived)
+            for index, reply in self._replies_from(pending, timeout, wanted):
+                self._absorb(index, reply)
                 if len(self._arrived) >= size:
                     break
         if len(self._arrived) < size:
@@ -209,15 +204,15 @@ class AsyncBatchesMixin:
         self._arrived[index] = (kind, payload)
         self._arrival_order.append(index)
 
-    def _send_batch(self, index: int, message: Any, kind: str) -> None:
-        if self._transmit(index, message):
+    def _send_batch(self, index: int, kind: str, argument: Any) -> None:
+        if self._post(index, kind, argument):
             self._in_flight[index] = kind
         else:
             self._absorb_dead(index, kind, noticed_by=kind)
 
-    def _absorb(self, index: int, reply: Any, alive: bool) -> None:
+    def _absorb(self, index: int, reply: Any) -> None:
         kind = self._in_flight.pop(index)
-        if not alive:
+        if reply is None:
             self._absorb_dead(index, kind, noticed_by="recv")
         elif not reply[0]:
             self._broken = f"env {index} raised an exception in `{kind}`"
@@ -227,10 +222,7 @@ class AsyncBatchesMixin:
 
     def _absorb_dead(self, index: int, kind: str, noticed_by: str) -> None:
         if self.on_worker_failure != "restart":
-            self.processes[index].join(1.0)
-            self._crashed = True
-            self._broken = f"the worker of env {index} died"
-            raise WorkerCrashedError(index, self.processes[index].exitcode, f"`{noticed_by}`")
+            self._raise_crash(index, noticed_by)
         payload = self._replace_dead_worker(index, noticed_by)
         if kind == "step":
             payload = self._truncated_step(index, payload)

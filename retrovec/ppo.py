@@ -83,6 +83,10 @@ class Args:
     """Epochs over each batch."""
     norm_adv: bool = True
     """Normalize advantages per minibatch."""
+    clip_rewards: bool = True
+    """Learn from ``sign(reward)`` (CleanRL's ``ClipRewardEnv``): one scale across games, and
+    a value loss that does not drown the policy gradient. ``charts/episodic_return`` and
+    evaluations always report the game's raw score."""
     clip_coef: float = 0.1
     """The surrogate clipping coefficient."""
     clip_vloss: bool = True
@@ -222,6 +226,7 @@ def collect_rollout(
     next_done: torch.Tensor,
     num_steps: int,
     device: torch.device,
+    clip_rewards: bool = False,
 ) -> tuple[dict[str, torch.Tensor], torch.Tensor, torch.Tensor, list[tuple[float, int]]]:
     """Step ``envs`` (``NEXT_STEP`` autoreset) ``num_steps`` times with ``agent``'s actions.
 
@@ -232,6 +237,8 @@ def collect_rollout(
         next_done: 1.0 where the previous step ended an episode (so this step resets).
         num_steps: Steps per env.
         device: Where the tensors live.
+        clip_rewards: Store ``sign(reward)`` in ``rollout["rewards"]`` (the episodes' returns
+            stay raw).
 
     Returns:
         ``(rollout, next_obs, next_done, episodes)``: ``rollout`` holds ``(num_steps,
@@ -256,6 +263,7 @@ def collect_rollout(
         out["values"][step] = value
         observation, reward, terminated, truncated, infos = envs.step(action.cpu().numpy())
         next_obs = torch.as_tensor(np.asarray(observation), dtype=torch.float32, device=device)
+        reward = np.sign(reward) if clip_rewards else reward
         out["rewards"][step] = torch.as_tensor(reward, dtype=torch.float32, device=device)
         out["terminations"][step] = torch.as_tensor(terminated, dtype=torch.float32, device=device)
         next_done = torch.as_tensor(terminated | truncated, dtype=torch.float32, device=device)
@@ -400,7 +408,7 @@ def train(args: Args) -> dict[str, Any]:
 
             # ---- rollout
             b, next_obs, next_done, episodes = collect_rollout(
-                envs, agent, next_obs, next_done, args.num_steps, device
+                envs, agent, next_obs, next_done, args.num_steps, device, args.clip_rewards
             )
             global_step += args.batch_size
             bar.update(args.batch_size)
