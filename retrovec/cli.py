@@ -1,12 +1,12 @@
 """The ``retrovec`` command line: argument parsing and dispatch only.
 
 Subcommands live in a subparsers table (``run``, ``games``, ``states``, ``bench``,
-``train``). Each
-subcommand is a ``_add_<name>_parser`` function that registers its arguments and a
-``_cmd_<name>(args) -> int`` handler; the work itself lives in library modules
-(``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for ``games`` and ``states``,
-``retrovec.benchmark`` for ``bench``, ``retrovec.ppo`` for ``train``, imported only when
-``train`` runs, so the other commands never import torch).
+``train``, ``evaluate``). Each subcommand is a ``_add_<name>_parser`` function that
+registers its arguments and a ``_cmd_<name>(args) -> int`` handler; the work itself lives
+in library modules (``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for
+``games`` and ``states``, ``retrovec.benchmark`` for ``bench``, ``retrovec.ppo`` for
+``train`` and ``evaluate``, imported only when those run, so the other commands never
+import torch).
 
 Exit codes: 0 success, 1 failure while running (a worker crashed, ...), 2 bad usage or a
 game/state that cannot be made, 130 interrupted with Ctrl-C.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 import warnings
@@ -524,18 +525,82 @@ def _cmd_train(args: argparse.Namespace) -> int:
     result = ppo.train(config)
     print(f"retrovec train: {result['global_step']} steps, checkpoint {result['checkpoint']}")
     if args.eval_episodes:
+        # evaluate()'s defaults (2 envs, seed 100): the same as `retrovec evaluate --random`.
         report = ppo.evaluate(
-            result["checkpoint"],
-            args.eval_episodes,
-            num_envs=min(config.num_envs, args.eval_episodes),
-            video=args.video,
-            seed=config.seed + 1000,
-            device=config.device,
+            result["checkpoint"], args.eval_episodes, video=args.video, device=config.device
         )
-        print(f"retrovec train: evaluation over {args.eval_episodes} episodes: "
-              f"{report['mean']:.2f} +- {report['std']:.2f}")
-        if report["video"]:
-            print(f"retrovec train: video {report['video']}")
+        _print_evaluation("train", report)
+    return 0
+
+
+def _print_evaluation(command: str, report: dict[str, Any]) -> None:
+    returns = ", ".join(f"{value:g}" for value in report["returns"])
+    print(f"retrovec {command}: {len(report['returns'])} episodes: return "
+          f"{report['mean']:.2f} +- {report['std']:.2f} (returns {returns}; lengths "
+          f"{min(report['lengths'])} to {max(report['lengths'])} agent steps)")
+    if report.get("video"):
+        print(f"retrovec {command}: video {report['video']}")
+
+
+# --------------------------------------------------------------------------- evaluate
+
+
+def _add_evaluate_parser(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "evaluate",
+        help="play episodes with a trained checkpoint, or with random actions",
+        description=(
+            "Play --episodes full episodes with the policy of a `retrovec train` checkpoint "
+            "(or, with --random, uniformly random actions: the baseline, measured the same "
+            "way) and print the mean +- std of their returns. See docs/ppo.md."
+        ),
+    )
+    p.add_argument("checkpoint", nargs="?", default=None,
+                   help="checkpoint.pt written by `retrovec train`")
+    p.add_argument("--random", action="store_true",
+                   help="random actions instead of a checkpoint (on --game)")
+    p.add_argument("--game", default=DEFAULT_GAME,
+                   help="with --random: stable-retro game id (default: %(default)s)")
+    p.add_argument("--episodes", type=_positive_int, default=10, metavar="N",
+                   help="episodes to finish (default: %(default)s)")
+    p.add_argument("--num-envs", type=_positive_int, default=2, metavar="N",
+                   help="envs playing in parallel (default: %(default)s)")
+    p.add_argument("--seed", type=_nonnegative_int, default=100,
+                   help="reset seed (default: %(default)s)")
+    p.add_argument("--greedy", action="store_true",
+                   help="take the most likely action instead of sampling")
+    p.add_argument("--video", default=None, metavar="MP4",
+                   help="save the episodes as this mp4 (checkpoint only)")
+    p.add_argument("--device", default="auto",
+                   help="auto (CUDA when present, else CPU), cpu, cuda... (default: %(default)s)")
+    p.set_defaults(handler=_cmd_evaluate)
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    if (args.checkpoint is None) == (not args.random):
+        _error("evaluate", "give either a CHECKPOINT or --random, not both or neither")
+        return 2
+    if args.checkpoint is not None and not os.path.isfile(args.checkpoint):
+        _error("evaluate", f"no checkpoint file at {args.checkpoint!r}")
+        return 2
+    if args.random and (args.video or args.greedy):
+        _error("evaluate", "--video and --greedy need a CHECKPOINT")
+        return 2
+    try:
+        from retrovec import ppo
+    except ModuleNotFoundError as exc:
+        _error("evaluate", f"{exc.name} is missing: pip install 'retrovec[train]'")
+        return 2
+    if args.random:
+        report = ppo.evaluate_random(
+            args.episodes, num_envs=args.num_envs, seed=args.seed, game=args.game
+        )
+    else:
+        report = ppo.evaluate(
+            args.checkpoint, args.episodes, num_envs=args.num_envs, seed=args.seed,
+            greedy=args.greedy, video=args.video, device=args.device,
+        )
+    _print_evaluation("evaluate", report)
     return 0
 
 
@@ -568,6 +633,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_states_parser(subparsers)
     _add_bench_parser(subparsers)
     _add_train_parser(subparsers)
+    _add_evaluate_parser(subparsers)
     return parser
 
 

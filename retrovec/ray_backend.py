@@ -28,14 +28,12 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import numpy as np
 from gymnasium import Env, Space, logger
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
-from gymnasium.vector.utils import create_empty_array
 
 from retrovec.autoreset import autoreset_step
-from retrovec.shared_memory import ArenaLayout, SharedArena, copy_structure
+from retrovec.shared_memory import copy_structure
 from retrovec.vector_base import RetroVectorEnvBase
 from retrovec.worker import error_reply
 
@@ -250,7 +248,7 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
                 self._send(index, "build", None, "__init__")
             descriptions = self._collect("__init__", timeout)
             self._adopt_spaces(descriptions)
-            self._attach_staging()
+            self._attach_driver_arena()
         except BaseException:
             self.close(terminate=True)
             raise
@@ -268,21 +266,6 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         super()._check_description(index, description)
         self.worker_pids[index] = description["pid"]
         self.node_ids[index] = description["node_id"]
-
-    def _attach_staging(self) -> None:
-        """A small arena in the driver, without observations: it checks actions exactly as
-        the process backend does and holds the batch's rewards and done flags, so every
-        batching path of the base class serves both backends."""
-        self.observations = create_empty_array(
-            self.single_observation_space, n=self.num_envs, fn=np.zeros
-        )
-        layout = ArenaLayout.plan(
-            self.num_envs, self.single_observation_space, self.single_action_space, False
-        )
-        self._arena = arena = SharedArena.create(layout)
-        if layout.action_space is not None:
-            self._write_actions = arena.action_writer()
-            self._read_actions = [arena.action_reader(i) for i in range(self.num_envs)]
 
     # ------------------------------------------------------------------ transport
 

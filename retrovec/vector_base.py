@@ -32,8 +32,7 @@ from copy import deepcopy
 from typing import Any
 
 import numpy as np
-from gymnasium import Env, Space
-from gymnasium import logger
+from gymnasium import Env, Space, logger
 from gymnasium.error import (
     AlreadyPendingCallError,
     ClosedEnvironmentError,
@@ -43,19 +42,25 @@ from gymnasium.error import (
 from gymnasium.spaces.utils import is_space_dtype_shape_equiv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.async_vector_env import AsyncState
-from gymnasium.vector.utils import batch_differing_spaces, batch_space, concatenate, iterate
+from gymnasium.vector.utils import (
+    batch_differing_spaces,
+    batch_space,
+    concatenate,
+    create_empty_array,
+    iterate,
+)
 
 from retrovec.async_batches import AsyncBatchesMixin
 from retrovec.errors import (
     BrokenVectorEnvError,
-    describe_exitcode,
     RemoteTraceback,
     SpacesMismatchError,
     WorkerCrashedError,
     WorkerTimeoutError,
+    describe_exitcode,
 )
 from retrovec.infos import batch_infos
-from retrovec.shared_memory import SharedArena, copy_structure, index_structure
+from retrovec.shared_memory import ArenaLayout, SharedArena, copy_structure, index_structure
 
 __all__ = ["RetroVectorEnvBase"]
 
@@ -225,6 +230,22 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
                 f"from env 0's ({self.single_action_space}). In order to batch actions, "
                 "the action spaces from all environments must be equal."
             )
+
+    def _attach_driver_arena(self) -> None:
+        """For transports whose envs do not share this machine's memory: a small arena in
+        this process, without observations. It checks actions exactly as the process
+        backend's does (:attr:`_read_actions` gives each env's back) and holds the batch's
+        rewards and done flags, so every batching path here serves that transport too."""
+        self.observations = create_empty_array(
+            self.single_observation_space, n=self.num_envs, fn=np.zeros
+        )
+        layout = ArenaLayout.plan(
+            self.num_envs, self.single_observation_space, self.single_action_space, False
+        )
+        self._arena = arena = SharedArena.create(layout)
+        if layout.action_space is not None:
+            self._write_actions = arena.action_writer()
+            self._read_actions = [arena.action_reader(i) for i in range(self.num_envs)]
 
     # ------------------------------------------------------------------ waiting
 

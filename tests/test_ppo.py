@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import gymnasium as gym
 import numpy as np
 import pytest
@@ -63,6 +65,29 @@ def test_rollout_marks_next_step_reset_steps_invalid():
     assert b["rewards"][:, 0].tolist() == [1, 1, 1, 0, 1, 1, 1, 0, 1]
     assert b["dones"][:, 0].tolist() == [0, 0, 1, 0, 0, 0, 1, 0, 0]
     assert episodes == [(3.0, 3)] * 4  # two per env; the reset steps are not counted
+
+
+def test_clip_rewards_learns_from_the_sign_and_reports_raw_returns():
+    class Scored(ThreeSteps):
+        def step(self, action):
+            obs, _, terminated, truncated, info = super().step(action)
+            return obs, [20.0, 0.0, -5.0][self.t - 1], terminated, truncated, info
+
+    envs = gym.wrappers.vector.RecordEpisodeStatistics(gym.vector.SyncVectorEnv(
+        [Scored] * 2, autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP
+    ))
+    try:
+        for clip, expected in ((True, [1, 0, -1, 0]), (False, [20, 0, -5, 0])):
+            obs, _ = envs.reset(seed=0)
+            b, *_, episodes = collect_rollout(
+                envs, ZeroValueAgent(), torch.as_tensor(obs), torch.zeros(2), 4,
+                torch.device("cpu"), clip_rewards=clip,
+            )
+            assert b["rewards"][:, 0].tolist() == expected
+            assert episodes == [(15.0, 3)] * 2  # the game's own score either way
+    finally:
+        envs.close()
+    assert Args().clip_rewards  # CleanRL's default
 
 
 def test_gae_never_crosses_an_episode_end():
@@ -140,6 +165,24 @@ def test_train_checkpoint_resume_and_evaluate_on_airstriker(tmp_path):
     assert len(result["returns"]) == 2 and result["lengths"] == [6, 6]
     assert result["std"] >= 0 and np.isfinite(result["mean"])
     assert video.stat().st_size > 0
+
+
+def test_evaluate_command_compares_a_checkpoint_with_random_play(tmp_path, capsys):
+    from retrovec.cli import main
+
+    run = tmp_path / "run"
+    assert main(["train", "--total-timesteps", "16", "--num-envs", "2", "--num-steps", "8",
+                 "--max-episode-steps", "5", "--device", "cpu", "--run-dir", str(run),
+                 "--no-progress"]) == 0
+    capsys.readouterr()
+    checkpoint = str(run / "checkpoint.pt")
+    assert main(["evaluate", checkpoint, "--episodes", "2", "--device", "cpu"]) == 0
+    assert re.search(r"evaluate: 2 episodes: return -?[\d.]+ \+- [\d.]+ \(returns .*; "
+                     r"lengths 5 to 5 agent steps\)", capsys.readouterr().out)
+    for bad in ([], [checkpoint, "--random"], ["--random", "--video", "x.mp4"],
+                [str(tmp_path / "missing.pt")]):
+        assert main(["evaluate", *bad]) == 2
+        assert "retrovec evaluate: error:" in capsys.readouterr().err
 
 
 def test_random_policy_baseline_is_measured_like_the_agent():
