@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +110,9 @@ class Args:
     """Save ``checkpoint.pt`` every this many iterations (and always at the end)."""
     resume: str | None = None
     """A ``checkpoint.pt`` to continue from: weights, optimizer and step counters."""
+    worker_restarts: int = 3
+    """How many times each env's emulator process may be replaced after it dies (its
+    episode then ends as truncated) before training stops; 0: stop at the first death."""
     progress: bool = True
     """Show a tqdm progress bar."""
 
@@ -132,6 +136,8 @@ class Args:
         for name in ("num_envs", "num_steps", "num_minibatches", "update_epochs"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.worker_restarts < 0:
+            raise ValueError(f"worker_restarts must be >= 0, got {self.worker_restarts}")
         if self.minibatch_size < 1:
             raise ValueError("num_minibatches must be <= num_envs * num_steps")
         if self.num_iterations < 1:
@@ -163,6 +169,8 @@ def make_envs(args: Args, num_envs: int | None = None, **kwargs: Any) -> gym.vec
         use_restricted_actions=stable_retro.Actions.DISCRETE,
         max_episode_steps=args.max_episode_steps,
         autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
+        on_worker_failure="restart" if args.worker_restarts > 0 else "raise",
+        max_restarts=max(args.worker_restarts, 0),
         **state,
         **kwargs,
     )
@@ -400,120 +408,138 @@ def train(args: Args) -> dict[str, Any]:
             disable=not args.progress, dynamic_ncols=True,
         )
         start_time, start_step = time.time(), global_step
-        for iteration in range(start_iteration, args.num_iterations + 1):
-            # ---- learning-rate annealing
-            if args.anneal_lr:
-                frac = 1.0 - (iteration - 1.0) / args.num_iterations
-                optimizer.param_groups[0]["lr"] = frac * args.learning_rate
+        saved = completed = (global_step, start_iteration - 1)
+        try:
+            for iteration in range(start_iteration, args.num_iterations + 1):
+                # ---- learning-rate annealing
+                if args.anneal_lr:
+                    frac = 1.0 - (iteration - 1.0) / args.num_iterations
+                    optimizer.param_groups[0]["lr"] = frac * args.learning_rate
 
-            # ---- rollout
-            b, next_obs, next_done, episodes = collect_rollout(
-                envs, agent, next_obs, next_done, args.num_steps, device, args.clip_rewards
-            )
-            global_step += args.batch_size
-            bar.update(args.batch_size)
-            for episode_return, length in episodes:
-                returns_seen.append(episode_return)
-                writer.add_scalar("charts/episodic_return", episode_return, global_step)
-                writer.add_scalar("charts/episodic_length", length, global_step)
-            if episodes:
-                bar.set_postfix(episodic_return=f"{np.mean([r for r, _ in episodes]):.1f}")
+                # ---- rollout
+                b, next_obs, next_done, episodes = collect_rollout(
+                    envs, agent, next_obs, next_done, args.num_steps, device, args.clip_rewards
+                )
+                global_step += args.batch_size
+                bar.update(args.batch_size)
+                for episode_return, length in episodes:
+                    returns_seen.append(episode_return)
+                    writer.add_scalar("charts/episodic_return", episode_return, global_step)
+                    writer.add_scalar("charts/episodic_length", length, global_step)
+                if episodes:
+                    bar.set_postfix(episodic_return=f"{np.mean([r for r, _ in episodes]):.1f}")
 
-            # ---- advantages (GAE that stops at episode ends)
-            with torch.no_grad():
-                last_value = agent.get_value(next_obs)
-            next_values = torch.cat([b["values"][1:], last_value[None]])
-            advantages, returns = compute_gae(
-                b["rewards"], b["values"], next_values, b["terminations"], b["dones"],
-                args.gamma, args.gae_lambda,
-            )
+                # ---- advantages (GAE that stops at episode ends)
+                with torch.no_grad():
+                    last_value = agent.get_value(next_obs)
+                next_values = torch.cat([b["values"][1:], last_value[None]])
+                advantages, returns = compute_gae(
+                    b["rewards"], b["values"], next_values, b["terminations"], b["dones"],
+                    args.gamma, args.gae_lambda,
+                )
 
-            # ---- flatten the batch
-            b_obs = b["obs"].reshape((-1,) + envs.single_observation_space.shape)
-            b_actions = b["actions"].reshape(-1)
-            b_logprobs = b["logprobs"].reshape(-1)
-            b_advantages = advantages.reshape(-1)
-            b_returns = returns.reshape(-1)
-            b_values = b["values"].reshape(-1)
-            b_valid = b["valid"].reshape(-1)
+                # ---- flatten the batch
+                b_obs = b["obs"].reshape((-1,) + envs.single_observation_space.shape)
+                b_actions = b["actions"].reshape(-1)
+                b_logprobs = b["logprobs"].reshape(-1)
+                b_advantages = advantages.reshape(-1)
+                b_returns = returns.reshape(-1)
+                b_values = b["values"].reshape(-1)
+                b_valid = b["valid"].reshape(-1)
 
-            # ---- PPO update: minibatch epochs over the valid steps
-            clipfracs: list[float] = []
-            pg_loss = v_loss = entropy_loss = approx_kl = old_approx_kl = torch.zeros(())
-            b_inds = np.arange(args.batch_size)
-            for _epoch in range(args.update_epochs):
-                np.random.shuffle(b_inds)
-                for start in range(0, args.batch_size, args.minibatch_size):
-                    mb_inds = b_inds[start : start + args.minibatch_size]
-                    mb_valid = b_valid[mb_inds]
-                    count = mb_valid.sum()
-                    if count < 1:  # only reset steps in this minibatch
-                        continue
+                # ---- PPO update: minibatch epochs over the valid steps
+                clipfracs: list[float] = []
+                pg_loss = v_loss = entropy_loss = approx_kl = old_approx_kl = torch.zeros(())
+                b_inds = np.arange(args.batch_size)
+                for _epoch in range(args.update_epochs):
+                    np.random.shuffle(b_inds)
+                    for start in range(0, args.batch_size, args.minibatch_size):
+                        mb_inds = b_inds[start : start + args.minibatch_size]
+                        mb_valid = b_valid[mb_inds]
+                        count = mb_valid.sum()
+                        if count < 1:  # only reset steps in this minibatch
+                            continue
 
-                    def masked_mean(x: torch.Tensor) -> torch.Tensor:
-                        return (x * mb_valid).sum() / count  # noqa: B023
+                        def masked_mean(x: torch.Tensor) -> torch.Tensor:
+                            return (x * mb_valid).sum() / count  # noqa: B023
 
-                    _, newlogprob, entropy, newvalue = agent.get_action_and_value(
-                        b_obs[mb_inds], b_actions[mb_inds]
-                    )
-                    logratio = newlogprob - b_logprobs[mb_inds]
-                    ratio = logratio.exp()
-                    with torch.no_grad():
-                        old_approx_kl = masked_mean(-logratio)
-                        approx_kl = masked_mean((ratio - 1) - logratio)
-                        clipfracs.append(
-                            masked_mean(((ratio - 1.0).abs() > args.clip_coef).float()).item()
+                        _, newlogprob, entropy, newvalue = agent.get_action_and_value(
+                            b_obs[mb_inds], b_actions[mb_inds]
                         )
-                    mb_advantages = b_advantages[mb_inds]
-                    if args.norm_adv and count > 1:
-                        mean = masked_mean(mb_advantages)
-                        std = masked_mean((mb_advantages - mean) ** 2).sqrt()
-                        mb_advantages = (mb_advantages - mean) / (std + 1e-8)
-                    pg_loss = masked_mean(torch.max(
-                        -mb_advantages * ratio,
-                        -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef),
-                    ))
-                    if args.clip_vloss:
-                        v_unclipped = (newvalue - b_returns[mb_inds]) ** 2
-                        v_clipped = b_values[mb_inds] + torch.clamp(
-                            newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
-                        )
-                        v_loss = 0.5 * masked_mean(
-                            torch.max(v_unclipped, (v_clipped - b_returns[mb_inds]) ** 2)
-                        )
-                    else:
-                        v_loss = 0.5 * masked_mean((newvalue - b_returns[mb_inds]) ** 2)
-                    entropy_loss = masked_mean(entropy)
-                    loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
+                        logratio = newlogprob - b_logprobs[mb_inds]
+                        ratio = logratio.exp()
+                        with torch.no_grad():
+                            old_approx_kl = masked_mean(-logratio)
+                            approx_kl = masked_mean((ratio - 1) - logratio)
+                            clipfracs.append(
+                                masked_mean(((ratio - 1.0).abs() > args.clip_coef).float()).item()
+                            )
+                        mb_advantages = b_advantages[mb_inds]
+                        if args.norm_adv and count > 1:
+                            mean = masked_mean(mb_advantages)
+                            std = masked_mean((mb_advantages - mean) ** 2).sqrt()
+                            mb_advantages = (mb_advantages - mean) / (std + 1e-8)
+                        pg_loss = masked_mean(torch.max(
+                            -mb_advantages * ratio,
+                            -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef),
+                        ))
+                        if args.clip_vloss:
+                            v_unclipped = (newvalue - b_returns[mb_inds]) ** 2
+                            v_clipped = b_values[mb_inds] + torch.clamp(
+                                newvalue - b_values[mb_inds], -args.clip_coef, args.clip_coef
+                            )
+                            v_loss = 0.5 * masked_mean(
+                                torch.max(v_unclipped, (v_clipped - b_returns[mb_inds]) ** 2)
+                            )
+                        else:
+                            v_loss = 0.5 * masked_mean((newvalue - b_returns[mb_inds]) ** 2)
+                        entropy_loss = masked_mean(entropy)
+                        loss = pg_loss - args.ent_coef * entropy_loss + v_loss * args.vf_coef
 
-                    optimizer.zero_grad()
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
-                    optimizer.step()
-                if args.target_kl is not None and approx_kl > args.target_kl:
-                    break
+                        optimizer.zero_grad()
+                        loss.backward()
+                        nn.utils.clip_grad_norm_(agent.parameters(), args.max_grad_norm)
+                        optimizer.step()
+                    if args.target_kl is not None and approx_kl > args.target_kl:
+                        break
 
-            # ---- metrics
-            valid = b_valid.bool()
-            y_pred, y_true = b_values[valid].cpu().numpy(), b_returns[valid].cpu().numpy()
-            var_y = np.var(y_true)
-            explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
-            sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-            writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
-            writer.add_scalar("charts/SPS", sps, global_step)
-            reset_fraction = 1.0 - b_valid.mean().item()
-            writer.add_scalar("charts/reset_step_fraction", reset_fraction, global_step)
-            writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
-            writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
-            writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
-            writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
-            writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-            writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs or [0.0])), global_step)
-            writer.add_scalar("losses/explained_variance", explained_var, global_step)
+                # ---- metrics
+                valid = b_valid.bool()
+                y_pred, y_true = b_values[valid].cpu().numpy(), b_returns[valid].cpu().numpy()
+                var_y = np.var(y_true)
+                explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
+                sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
+                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                writer.add_scalar("charts/SPS", sps, global_step)
+                reset_fraction = 1.0 - b_valid.mean().item()
+                writer.add_scalar("charts/reset_step_fraction", reset_fraction, global_step)
+                writer.add_scalar("losses/value_loss", v_loss.item(), global_step)
+                writer.add_scalar("losses/policy_loss", pg_loss.item(), global_step)
+                writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
+                writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
+                writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
+                writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs or [0.0])), global_step)
+                writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
-            # ---- checkpoint
-            if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
-                save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
+                # ---- checkpoint
+                completed = (global_step, iteration)
+                if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
+                    save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
+                    saved = completed
+        except BaseException:
+            # Ctrl-C, a crash: keep what was learned since the last checkpoint (the weights
+            # as they are, with the counters of the last finished iteration), unless the
+            # weights are no longer finite.
+            if completed != saved and all(
+                torch.isfinite(p).all() for p in agent.parameters()
+            ):
+                save_checkpoint(checkpoint_path, agent, optimizer, args, *completed)
+                print(
+                    f"retrovec.ppo: stopped at step {completed[0]}; checkpoint saved to "
+                    f"{checkpoint_path} (resume with --resume).",
+                    file=sys.stderr,
+                )
+            raise
         bar.close()
     finally:
         envs.close()

@@ -185,6 +185,47 @@ def test_evaluate_command_compares_a_checkpoint_with_random_play(tmp_path, capsy
         assert "retrovec evaluate: error:" in capsys.readouterr().err
 
 
+def test_an_interrupted_run_keeps_its_progress_and_resumes(tmp_path, monkeypatch, capsys):
+    """Ctrl-C in the third rollout: the two finished iterations are saved although the
+    checkpoint interval was not reached, and a resumed run carries on from there."""
+    import retrovec.ppo as ppo
+
+    calls = []
+    real = ppo.collect_rollout
+
+    def interrupted_in_the_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(ppo, "collect_rollout", interrupted_in_the_third)
+    args = Args(num_envs=2, num_steps=8, total_timesteps=80, max_episode_steps=6,
+                num_minibatches=2, update_epochs=1, device="cpu", checkpoint_every=100,
+                run_dir=str(tmp_path / "run"), progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        train(args)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert (saved["global_step"], saved["iteration"]) == (32, 2)
+    assert "stopped at step 32; checkpoint saved" in capsys.readouterr().err
+
+    monkeypatch.setattr(ppo, "collect_rollout", real)
+    args.resume = str(tmp_path / "run" / "checkpoint.pt")
+    assert train(args)["global_step"] == 80
+
+
+def test_training_envs_replace_a_dead_emulator():
+    from retrovec.ppo import make_envs
+
+    envs = make_envs(Args(num_envs=2, worker_restarts=2))
+    try:
+        assert (envs.unwrapped.on_worker_failure, envs.unwrapped.max_restarts) == ("restart", 2)
+    finally:
+        envs.close()
+    with pytest.raises(ValueError, match="worker_restarts"):
+        Args(worker_restarts=-1).check()
+
+
 def test_random_policy_baseline_is_measured_like_the_agent():
     from retrovec.ppo import evaluate_random
 
