@@ -1,216 +1,31 @@
-"""A two-node Ray cluster on this machine, made the way users make one: ``ray start --head``
-and ``ray start --address=...`` in a shell. Envs pinned to each node by custom resources
-land on both nodes and step exactly as the process backend does; then one node is lost
-(its raylet and everything under it killed), and the envs on it become
-``WorkerCrashedError`` or, with ``on_worker_failure="restart"``, are rebuilt on the node
-that is left. ``ray stop`` tears the cluster down, and none of its processes outlive the
-module."""
+"""The two-node ``ray start`` cluster tests (tests/ray_cluster_cases.py), each run in a
+pytest process of its own: their driver must not be one that already used the session's
+local Ray instance. (That instance's ``ray.init`` also sets ``RAY_AUTH_MODE=token`` in
+this process's environment; a driver in token mode on a cluster without tokens sees its
+actors die before they start, so the cases' driver runs with ``disabled``, as the nodes.)"""
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import signal
-import socket
 import subprocess
 import sys
-import tempfile
-import time
+from pathlib import Path
 
-import numpy as np
-import psutil
 import pytest
 
-from retrovec import AsyncRetroVectorEnv, WorkerCrashedError
-from tests.compare import assert_same
-from tests.envs import fns, make_airstriker
-
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-#: The head notices a lost node within about two seconds (Ray's default is about 30 s).
-FAST_HEALTH_CHECKS = {
-    "RAY_health_check_initial_delay_ms": "0",
-    "RAY_health_check_period_ms": "300",
-    "RAY_health_check_timeout_ms": "600",
-    "RAY_health_check_failure_threshold": "3",
-}
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-def _ray_cli(*args: str, env: dict[str, str]) -> str:
-    """Run the ``ray`` command line of this interpreter's environment; return its output."""
-    ray_exe = shutil.which("ray", path=os.path.dirname(sys.executable)) or "ray"
+@pytest.mark.parametrize("case", [
+    "test_envs_on_two_nodes_step_like_the_process_backend",
+    "test_a_lost_node_is_a_crash_or_a_restart_on_the_node_left",
+])
+def test_two_node_cluster(case, ray_session):
+    ray_session.shutdown()  # no second cluster beside ours; later tests start theirs again
     done = subprocess.run(
-        [ray_exe, *args], env=env, capture_output=True, text=True, timeout=180, check=False
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+         f"tests/ray_cluster_cases.py::{case}"],
+        cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=600, check=False,
     )
-    if done.returncode != 0:
-        raise RuntimeError(f"`ray {' '.join(args)}` failed:\n{done.stdout}\n{done.stderr}")
-    return done.stdout + done.stderr
-
-
-def _processes_with(marker: str) -> list[psutil.Process]:
-    found = []
-    for process in psutil.process_iter(["cmdline"]):
-        try:
-            if marker in " ".join(process.info["cmdline"] or ()):
-                found.append(process)
-        except psutil.Error:
-            continue
-    return found
-
-
-class TwoNodeCluster:
-    """Handles on the cluster: its address, and each node's id and node-manager port."""
-
-    def __init__(self, address: str, temp_dir: str, node_b_port: int) -> None:
-        self.address = address
-        self.temp_dir = temp_dir
-        self.node_b_port = node_b_port
-
-    def node_ids(self, ray) -> dict[str, str]:
-        """``{"node_a": id, "node_b": id}`` for the nodes alive now."""
-        ids = {}
-        for node in ray.nodes():
-            if node["Alive"]:
-                for name in ("node_a", "node_b"):
-                    if name in node["Resources"]:
-                        ids[name] = node["NodeID"]
-        return ids
-
-    def lose_node_b(self) -> int:
-        """SIGKILL node b's raylet and every process under it, as if the machine vanished;
-        returns how many processes were killed."""
-        raylets = [
-            p for p in _processes_with(f"--node_manager_port={self.node_b_port}")
-            if "raylet" in " ".join(p.cmdline())
-        ]
-        assert len(raylets) == 1, raylets
-        victims = [raylets[0], *raylets[0].children(recursive=True)]
-        for process in victims:
-            try:
-                process.send_signal(signal.SIGKILL)
-            except psutil.Error:
-                pass
-        return len(victims)
-
-
-@pytest.fixture(scope="module")
-def two_nodes(ray_session):
-    """``ray start --head`` (resource ``node_a``) plus ``ray start --address`` (resource
-    ``node_b``) on localhost, 2 CPUs each; the driver connects with ``ray.init(address)``."""
-    ray = ray_session
-    ray.shutdown()  # this module runs its own cluster; later tests start the local one again
-    temp_dir = tempfile.mkdtemp(prefix="rvray-", dir="/tmp")  # short: Ray's socket paths
-    # Token authentication off on both nodes: Ray 2.5x turns it on for a head that finds
-    # ~/.ray/auth_token, and a node started without the token cannot join it then.
-    env = {**os.environ, **FAST_HEALTH_CHECKS, "RAY_USAGE_STATS_ENABLED": "0",
-           "RAY_AUTH_MODE": "disabled"}
-    # The actors import tests.envs: the repository goes on their PYTHONPATH.
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)
-    port, node_b_port = _free_port(), _free_port()
-    address = f"127.0.0.1:{port}"
-    common = ["--num-cpus=2", f"--object-store-memory={100 * 1024**2}", "--disable-usage-stats"]
-    try:
-        _ray_cli(
-            "start", "--head", f"--port={port}", "--node-ip-address=127.0.0.1",
-            f"--temp-dir={temp_dir}", "--include-dashboard=false",
-            f"--resources={json.dumps({'node_a': 2})}", *common, env=env,
-        )
-        _ray_cli(
-            "start", f"--address={address}", "--node-ip-address=127.0.0.1",
-            f"--node-manager-port={node_b_port}",
-            f"--resources={json.dumps({'node_b': 2})}", *common, env=env,
-        )
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-        cluster = TwoNodeCluster(address, temp_dir, node_b_port)
-        deadline = time.monotonic() + 60
-        while len(cluster.node_ids(ray)) < 2 and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert len(cluster.node_ids(ray)) == 2, ray.nodes()
-        yield cluster
-    finally:
-        ray.shutdown()
-        _ray_cli("stop", "--force", env=env)
-        deadline = time.monotonic() + 20
-        left = _processes_with(temp_dir)
-        while left and time.monotonic() < deadline:
-            time.sleep(0.2)
-            left = _processes_with(temp_dir)
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        assert not left, f"Ray processes left behind: {[p.pid for p in left]}"
-
-
-def test_envs_on_two_nodes_step_like_the_process_backend(two_nodes, ray_session):
-    from retrovec.ray_backend import RayRetroVectorEnv
-
-    ray = ray_session
-    env_fns = fns(make_airstriker, 4, max_episode_steps=20)
-    on = [{"resources": {node: 1}} for node in ("node_a", "node_b", "node_a", "node_b")]
-    nodes = two_nodes.node_ids(ray)
-    with RayRetroVectorEnv(env_fns, actor_options=on) as envs, AsyncRetroVectorEnv(
-        env_fns
-    ) as reference:
-        assert envs.node_ids == [nodes[o] for o in ("node_a", "node_b", "node_a", "node_b")]
-        assert_same(reference.reset(seed=3), envs.reset(seed=3), "reset")
-        reference.action_space.seed(3)
-        ends = 0
-        for t in range(25):
-            actions = reference.action_space.sample()
-            expected = reference.step(actions)
-            assert_same(expected, envs.step(actions), f"step {t}")
-            ends += int(np.sum(expected[2] | expected[3]))
-        assert ends >= 4  # crossed episode ends on both nodes
-
-
-def test_a_lost_node_is_a_crash_or_a_restart_on_the_node_left(two_nodes, ray_session):
-    """Runs last in this module: node b does not come back."""
-    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-    from retrovec.ray_backend import RayRetroVectorEnv
-
-    ray = ray_session
-    nodes = two_nodes.node_ids(ray)
-
-    def placed(node: str) -> dict:
-        # soft: a replacement may go elsewhere once the node is gone
-        return {"scheduling_strategy": NodeAffinitySchedulingStrategy(nodes[node], soft=True)}
-
-    on = [placed("node_a"), placed("node_b")]
-    env_fns = fns(make_airstriker, 2, max_episode_steps=50)
-    raising = RayRetroVectorEnv(env_fns, actor_options=on, timeout=60)
-    restarting = RayRetroVectorEnv(
-        env_fns, actor_options=on, timeout=60, on_worker_failure="restart"
-    )
-    try:
-        for envs in (raising, restarting):
-            assert envs.node_ids == [nodes["node_a"], nodes["node_b"]]
-            envs.reset(seed=0)
-            envs.step(np.zeros((2, 12), dtype=np.int8))
-
-        assert two_nodes.lose_node_b() >= 2  # the raylet and at least the two actors
-
-        with pytest.raises(WorkerCrashedError, match="env 1") as caught:
-            raising.step(np.zeros((2, 12), dtype=np.int8))
-        assert caught.value.env_index == 1
-        assert isinstance(caught.value.__cause__, ray.exceptions.RayActorError)
-        raising.close(timeout=10.0)  # frees its CPU on node a for the replacement below
-
-        with pytest.warns(UserWarning, match="Ray actor of env 1 died"):
-            _, rewards, terminations, truncations, infos = restarting.step(
-                np.zeros((2, 12), dtype=np.int8)
-            )
-        assert truncations.tolist() == [False, True] and rewards[1] == 0.0
-        assert infos["worker_restarted"].tolist() == [False, True]
-        assert restarting.restart_counts.tolist() == [0, 1]
-        assert restarting.node_ids == [nodes["node_a"], nodes["node_a"]]
-        for _ in range(60):  # both envs keep stepping, across episode ends
-            restarting.step(np.zeros((2, 12), dtype=np.int8))
-    finally:
-        raising.close(timeout=10.0)
-        restarting.close(timeout=10.0)
+    assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert "1 passed" in done.stdout
