@@ -481,7 +481,8 @@ def train(args: Args) -> dict[str, Any]:
                             mb_advantages = (mb_advantages - mean) / (std + 1e-8)
                         pg_loss = masked_mean(torch.max(
                             -mb_advantages * ratio,
-                            -mb_advantages * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef),
+                            -mb_advantages
+                            * torch.clamp(ratio, 1 - args.clip_coef, 1 + args.clip_coef),
                         ))
                         if args.clip_vloss:
                             v_unclipped = (newvalue - b_returns[mb_inds]) ** 2
@@ -509,7 +510,8 @@ def train(args: Args) -> dict[str, Any]:
                 var_y = np.var(y_true)
                 explained_var = np.nan if var_y == 0 else 1 - np.var(y_true - y_pred) / var_y
                 sps = int((global_step - start_step) / max(time.time() - start_time, 1e-9))
-                writer.add_scalar("charts/learning_rate", optimizer.param_groups[0]["lr"], global_step)
+                learning_rate = optimizer.param_groups[0]["lr"]
+                writer.add_scalar("charts/learning_rate", learning_rate, global_step)
                 writer.add_scalar("charts/SPS", sps, global_step)
                 reset_fraction = 1.0 - b_valid.mean().item()
                 writer.add_scalar("charts/reset_step_fraction", reset_fraction, global_step)
@@ -518,7 +520,8 @@ def train(args: Args) -> dict[str, Any]:
                 writer.add_scalar("losses/entropy", entropy_loss.item(), global_step)
                 writer.add_scalar("losses/old_approx_kl", old_approx_kl.item(), global_step)
                 writer.add_scalar("losses/approx_kl", approx_kl.item(), global_step)
-                writer.add_scalar("losses/clipfrac", float(np.mean(clipfracs or [0.0])), global_step)
+                clipfrac = float(np.mean(clipfracs or [0.0]))
+                writer.add_scalar("losses/clipfrac", clipfrac, global_step)
                 writer.add_scalar("losses/explained_variance", explained_var, global_step)
 
                 # ---- checkpoint

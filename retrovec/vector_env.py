@@ -7,9 +7,10 @@ allow one instance per process. Data flows one way around a loop::
     worker i ──obs, reward, terminated, truncated (shared memory) + info (pipe)──▶ parent
 
 This module is the process transport; everything else (the gymnasium API, batching,
-errors, restarts, EnvPool-style batches) is :class:`~retrovec.vector_base.RetroVectorEnvBase`,
-which the Ray backend shares. The differences from gymnasium's class are all on the side
-of never hanging and never losing work: no env is built in the parent; a worker that dies raises
+errors, restarts, EnvPool-style batches) is
+:class:`~retrovec.vector_base.RetroVectorEnvBase`, which the Ray backend shares. The
+differences from gymnasium's class are all on the side of never hanging and never losing
+work: no env is built in the parent; a worker that dies raises
 :class:`~retrovec.errors.WorkerCrashedError` instead of blocking; a worker's exception is
 re-raised with its own type and traceback; a timed-out call stays pending rather than
 letting a late reply answer the next call; and ``close()`` always ends every process.

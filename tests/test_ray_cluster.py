@@ -25,7 +25,8 @@ def test_two_node_cluster(case, ray_session):
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
          f"tests/ray_cluster_cases.py::{case}"],
-        cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled"}, capture_output=True, text=True, timeout=600, check=False,
+        cwd=ROOT, env={**os.environ, "RAY_AUTH_MODE": "disabled"},
+        capture_output=True, text=True, timeout=600, check=False,
     )
     assert done.returncode == 0, f"{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
     assert "1 passed" in done.stdout
