@@ -31,7 +31,9 @@ from retrovec.errors import InvalidGameError
 from retrovec.games import resolve_inttype, validate_data_file, validate_game, validate_state
 from retrovec.multiplayer import PlayerRewards
 from retrovec.recording import RecordMovies, env_movie_dir
+from retrovec.scenario import remember_scenario_path, scenario_path
 from retrovec.vector_env import AsyncRetroVectorEnv
+from retrovec.wrappers.fused import fast_step
 from retrovec.wrappers.preprocessing import Preprocessing
 
 __all__ = ["BACKENDS", "DEFAULT_GAME", "default_num_envs", "make", "make_env"]
@@ -78,6 +80,9 @@ def _make_retro_env(
             if path not in Integrations.CUSTOM_PATHS:
                 Integrations.add_custom_path(path)
     env = (make_fn or stable_retro.make)(game=game, state=state, **retro_kwargs)
+    if make_fn is None:  # lets FusedFrameSkip compute rewards without update_ram
+        path = scenario_path(game, retro_kwargs.get("scenario"), retro_kwargs.get("inttype"))
+        remember_scenario_path(env, path)
     for wrapper in wrappers:
         env = wrapper(env)
     return env
@@ -323,6 +328,8 @@ def make(
         wrappers = (PlayerRewards, *wrappers)
     if preprocessing is not None:  # inside the TimeLimit: max_episode_steps counts agent steps
         wrappers = (preprocessing.wrap, *wrappers)
+    else:  # RetroEnv.step without update_ram; Preprocessing(fused=False) turns it off
+        wrappers = (fast_step, *wrappers)
     # Movies wrap the RetroEnv itself: started by its own reset, holding every frame.
     per_env: list[tuple[Wrapper, ...]] = [()] * num_envs
     if record is not None:
@@ -419,6 +426,7 @@ def make_env(
     env = stable_retro.make(
         game=game, state=state, inttype=inttype, render_mode=render_mode, **retro_kwargs
     )
+    remember_scenario_path(env, scenario_path(game, retro_kwargs.get("scenario"), inttype))
     if preprocessing is None:
         return env
     try:

@@ -89,8 +89,9 @@ def test_json_structure(tiny: dict[str, Any]) -> None:
         assert row["parent_pss_bytes"]["median"] > 0
         assert row["parent_cpu_us_per_call"]["median"] > 0
     assert tiny["bare_emulator"]["median"] > 0
-    # one raw entry per planned measurement: bare, LIMIT, 3 contenders x 2 sizes
-    assert len(tiny["measurements"]) == 1 + 1 + 3 * 2
+    # one raw entry per planned measurement: bare, LIMIT, fast env, 3 contenders x 2 sizes
+    assert len(tiny["measurements"]) == 1 + 1 + 1 + 3 * 2
+    assert rgb["fast_single_env"]["median"] > 0
     assert {m["workers"] for m in tiny["measurements"] if m["kind"] == "contender"} == {1, 2}
 
 
@@ -106,6 +107,8 @@ def test_ratios_are_rates_over_limit(tiny: dict[str, Any]) -> None:
                 row["steps_per_second"][key] / limit["median"]
             )
     assert rgb["single_env"]["ratio_to_limit"]["median"] == pytest.approx(1 / cores)
+    fast = rgb["fast_single_env"]
+    assert fast["ratio_to_limit"]["median"] == pytest.approx(fast["median"] / limit["median"])
 
 
 def test_medians_within_min_max(tiny: dict[str, Any]) -> None:
@@ -229,7 +232,7 @@ def test_plan_interleaves_rounds_and_rotates_contenders() -> None:
     assert [t.round for t in tasks] == sorted(t.round for t in tasks)  # round by round
     for r in (1, 2, 3):
         mine = [t for t in tasks if t.round == r]
-        assert [t.kind for t in mine[:2]] == ["bare", "single"]
+        assert [t.kind for t in mine[:3]] == ["bare", "single", "fast"]
         firsts = [t.contender for t in mine if t.kind == "contender" and t.num_envs == 4]
         assert sorted(firsts[:3]) == ["gymnasium", "retrovec", "retrovec-batch"]
     first = [

@@ -40,6 +40,8 @@ __all__ = [
     "contender_status",
     "draw_actions",
     "env_fns",
+    "fast_env",
+    "plain_env",
 ]
 
 #: Distinct pre-drawn action batches cycled through by every timed loop.
@@ -80,6 +82,28 @@ WORKLOADS: dict[str, Workload] = {
 }
 
 
+def plain_env(game: str, workload: Workload) -> Any:
+    """One env of ``workload`` as gymnasium's and SB3's users build it: a plain RetroEnv
+    under the workload's wrapper chain, stepped frame by frame through ``RetroEnv.step``
+    (``Preprocessing(fused=False)``). The LIMIT and the other contenders use it."""
+    import stable_retro
+
+    if workload.preprocessing is None:
+        return stable_retro.make(game, render_mode=None)
+    chain = dataclasses.replace(workload.preprocessing, fused=False)
+    return chain.wrap(stable_retro.make(game, render_mode=None))
+
+
+def fast_env(game: str, workload: Workload) -> Any:
+    """One env of ``workload`` as :func:`retrovec.make` builds it in each worker: the
+    fused frame loop with :class:`~retrovec.scenario.FastScenario` (same results)."""
+    from retrovec.factory import make_env
+    from retrovec.wrappers.fused import fast_step
+
+    env = make_env(game, preprocessing=workload.preprocessing)
+    return fast_step(env) if workload.preprocessing is None else env
+
+
 def env_fns(game: str, workload: Workload, num_envs: int) -> list[Callable[[], Any]]:
     """Picklable functions that each build one env of ``workload`` (for non-retrovec classes).
 
@@ -89,12 +113,9 @@ def env_fns(game: str, workload: Workload, num_envs: int) -> list[Callable[[], A
         num_envs: How many functions.
 
     Returns:
-        ``num_envs`` partials of :func:`retrovec.factory.make_env`.
+        ``num_envs`` partials of :func:`plain_env`.
     """
-    from retrovec.factory import make_env
-
-    build = functools.partial(make_env, game, preprocessing=workload.preprocessing)
-    return [build] * num_envs
+    return [functools.partial(plain_env, game, workload)] * num_envs
 
 
 # --------------------------------------------------------------------------- runners
@@ -351,8 +372,9 @@ CONTENDERS: dict[str, Contender] = {
         Contender(
             "retrovec",
             "retrovec copy=True",
-            "retrovec.make(game, n, preprocessing=...): AsyncRetroVectorEnv, observations "
-            "copied out of the shared arena (the default)",
+            "retrovec.make(game, n, preprocessing=...): AsyncRetroVectorEnv, workers on the "
+            "fused loop with FastScenario, observations copied out of the shared arena "
+            "(the default)",
             functools.partial(_build_retrovec, copy=True),
         ),
         Contender(
@@ -373,15 +395,16 @@ CONTENDERS: dict[str, Contender] = {
         Contender(
             "gymnasium",
             "gymnasium AsyncVectorEnv",
-            "gymnasium.vector.AsyncVectorEnv(env_fns, shared_memory=True); builds one probe "
-            "env in the parent (closed before the workers start)",
+            "gymnasium.vector.AsyncVectorEnv(env_fns, shared_memory=True) over plain_env "
+            "(RetroEnv + the standard wrapper chain); builds one probe env in the parent "
+            "(closed before the workers start)",
             _build_gymnasium,
         ),
         Contender(
             "sb3",
             "SB3 SubprocVecEnv",
-            "stable_baselines3.common.vec_env.SubprocVecEnv(env_fns), its default start "
-            "method; observations pickled through pipes",
+            "stable_baselines3.common.vec_env.SubprocVecEnv(env_fns) over plain_env, its "
+            "default start method; observations pickled through pipes",
             _build_sb3,
             _sb3_available,
         ),

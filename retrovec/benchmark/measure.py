@@ -238,11 +238,18 @@ def measure_growth(
 
 
 def _child_single(spec: dict[str, Any]) -> dict[str, Any]:
-    """One env of the workload stepped in this process (the LIMIT measurement)."""
-    from retrovec.factory import make_env
+    """One env of the workload stepped in this process.
+
+    ``kind`` ``"single"`` is the LIMIT measurement: a plain RetroEnv under the workload's
+    standard wrapper chain (:func:`retrovec.benchmark.contenders.plain_env`), what
+    gymnasium's and SB3's users step. ``"fast"`` is retrovec's own worker env
+    (:func:`retrovec.benchmark.contenders.fast_env`), the same results with less work.
+    """
+    from retrovec.benchmark.contenders import fast_env, plain_env
 
     start = time.perf_counter()
-    env = make_env(spec["game"], preprocessing=WORKLOADS[spec["workload"]].preprocessing)
+    build = fast_env if spec["kind"] == "fast" else plain_env
+    env = build(spec["game"], WORKLOADS[spec["workload"]])
     runner = EnvRunner(env, spec["seed"])
     try:
         runner.reset()
@@ -295,6 +302,7 @@ def _child_bare(spec: dict[str, Any]) -> dict[str, Any]:
 
 _CHILD_KINDS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "single": _child_single,
+    "fast": _child_single,
     "bare": _child_bare,
 }
 
@@ -309,7 +317,7 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run a measurement in a fresh Python process, so this one never holds an emulator.
 
     Args:
-        spec: ``kind`` (``"single"`` or ``"bare"``), ``game``, ``workload``, ``seconds``,
+        spec: ``kind`` (``"single"``, ``"fast"`` or ``"bare"``), ``game``, ``workload``, ``seconds``,
             ``seed``.
 
     Returns:

@@ -116,11 +116,18 @@ def _reference_lines(w: dict[str, Any], bare: dict[str, Any]) -> list[str]:
     lim, one, b = w["limit"], w["single_env"], w["bare_emulator"]
     lines = [
         f"- LIMIT: {_span(lim)} env steps/s = {lim['cores']} x one env in-process: "
-        f"{_span(one)} env steps/s (x LIMIT {_ratio(one['ratio_to_limit']['median'])}).",
+        f"{_span(one)} env steps/s (x LIMIT {_ratio(one['ratio_to_limit']['median'])}), "
+        "a plain RetroEnv under the standard wrapper chain.",
         "- Bare emulator (set_button_mask + em.step + em.get_screen, no env around it): "
         f"{_span(bare)} frames/s, i.e. {_rate(b['median'])} env steps/s on one core "
         f"(x LIMIT {_ratio(b['ratio_to_limit']['median'])}).",
     ]
+    fast = w.get("fast_single_env")
+    if fast and fast["median"] is not None:
+        lines.append(
+            f"- One env of retrovec's workers in-process (fused loop, FastScenario): "
+            f"{_span(fast)} env steps/s (x LIMIT {_ratio(fast['ratio_to_limit']['median'])})."
+        )
     if w["observation_shape"]:
         lines.append(f"- Observation per env: {tuple(w['observation_shape'])} uint8.")
     return lines

@@ -94,8 +94,8 @@ class Task:
     """One measurement of the plan.
 
     Attributes:
-        kind: ``"bare"`` (bare emulator), ``"single"`` (one env in-process: LIMIT),
-            ``"contender"`` (a timed contender) or ``"growth"`` (the long memory run).
+        kind: ``"bare"`` (bare emulator), ``"single"`` (one plain env in-process: LIMIT),
+            ``"fast"`` (one env of retrovec's workers in-process), ``"contender"`` (a timed contender) or ``"growth"`` (the long memory run).
         round: 1-based round; 0 for growth runs (after the rounds).
         workload: Workload name; ``None`` for ``"bare"``.
         contender: The contender id for ``"contender"`` and ``"growth"``, else ``None``.
@@ -115,6 +115,8 @@ class Task:
             return f"{where} bare emulator"
         if self.kind == "single":
             return f"{where} {self.workload} LIMIT (1 env in-process)"
+        if self.kind == "fast":
+            return f"{where} {self.workload} 1 fast env in-process"
         label = CONTENDERS[self.contender].label if self.contender else "?"
         return f"{where} {self.workload} {label} n={self.num_envs}"
 
@@ -124,7 +126,8 @@ def plan_tasks(
 ) -> tuple[list[Task], list[dict[str, Any]]]:
     """The measurements of a run, interleaved round by round.
 
-    Each round measures the bare emulator, then for each workload its LIMIT and, for each
+    Each round measures the bare emulator, then for each workload its LIMIT, one fast env
+    in-process and, for each
     ``num_envs``, every contender; round ``r`` rotates the contender order by ``r - 1`` so
     that no contender always runs first. The growth runs (if any) come last.
 
@@ -141,9 +144,10 @@ def plan_tasks(
         >>> tasks, _ = plan_tasks(BenchmarkConfig(num_envs=(1,), workloads=("rgb",),
         ...                                       rounds=2), cs)
         >>> [(t.round, t.kind, t.contender) for t in tasks]  # doctest: +NORMALIZE_WHITESPACE
-        [(1, 'bare', None), (1, 'single', None), (1, 'contender', 'retrovec'),
-         (1, 'contender', 'gymnasium'), (2, 'bare', None), (2, 'single', None),
-         (2, 'contender', 'gymnasium'), (2, 'contender', 'retrovec')]
+        [(1, 'bare', None), (1, 'single', None), (1, 'fast', None),
+         (1, 'contender', 'retrovec'), (1, 'contender', 'gymnasium'), (2, 'bare', None),
+         (2, 'single', None), (2, 'fast', None), (2, 'contender', 'gymnasium'),
+         (2, 'contender', 'retrovec')]
     """
     tasks: list[Task] = []
     skipped = [
@@ -157,7 +161,7 @@ def plan_tasks(
         order = [*contenders[shift:], *contenders[:shift]]
         tasks.append(Task("bare", r))
         for workload in config.workloads:
-            tasks.append(Task("single", r, workload))
+            tasks += [Task("single", r, workload), Task("fast", r, workload)]
             for n in config.num_envs:
                 tasks += [Task("contender", r, workload, c.id, n) for c in order if n >= c.min_envs]
     if config.growth_steps:
@@ -224,7 +228,7 @@ def _cores() -> int:
 
 def _execute(task: Task, config: BenchmarkConfig) -> dict[str, Any]:
     """Run one task; returns its raw numbers."""
-    if task.kind in ("bare", "single"):
+    if task.kind in ("bare", "single", "fast"):
         spec = {
             "kind": task.kind,
             "game": config.game,
@@ -352,6 +356,7 @@ def _references(
     singles = _ok(measurements, kind="single", workload=name)
     single = spread([m["steps_per_second"] for m in singles])
     limit = spread([cores * m["steps_per_second"] for m in singles])
+    fast = spread([m["steps_per_second"] for m in _ok(measurements, kind="fast", workload=name)])
     bare_steps = {
         key: None if bare[key] is None else bare[key] / workload.frame_skip
         for key in ("median", "min", "max")
@@ -367,6 +372,7 @@ def _references(
             "ratio_to_limit": _ratios(single, limit["median"]),
             "startup_seconds": spread([m["startup_seconds"] for m in singles]),
         },
+        "fast_single_env": {**fast, "ratio_to_limit": _ratios(fast, limit["median"])},
         "bare_emulator": {
             **bare_steps,
             "unit": f"env steps/s ({workload.frame_skip} emulator frames each), one core",

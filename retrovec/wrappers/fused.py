@@ -10,6 +10,13 @@ skips three layers of wrapper calls per frame. Written by hand because this is t
 path of the Atari-style workload; :class:`~retrovec.wrappers.Preprocessing` uses it
 whenever it can (a bare RetroEnv that records no movie).
 
+When the env's scenario file compiles (:class:`retrovec.scenario.FastScenario`; every
+scenario without Lua scripts does), rewards and episode ends are computed from the few RAM
+variables the scenario names instead of calling ``data.update_ram()``, which copies the
+whole RAM after every frame (16% of a ``RetroEnv.step`` on the Genesis). With
+``skip=1`` the wrapper is then a faster ``RetroEnv.step``, and :func:`retrovec.make` puts
+it under every env it builds.
+
 Every frame's screen is still read when max-pooling: an episode can end on any frame of a
 skip, and the pooled observation then needs the frame before it, which cannot be known in
 advance.
@@ -22,9 +29,10 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from retrovec.scenario import FastScenario
 from retrovec.wrappers.actions import noop_action as default_noop_action
 
-__all__ = ["FusedFrameSkip", "can_fuse"]
+__all__ = ["FusedFrameSkip", "can_fuse", "fast_step"]
 
 
 def can_fuse(env: gym.Env) -> bool:
@@ -78,6 +86,20 @@ class FusedFrameSkip(gym.Wrapper):
             self._noop_masks = env.action_to_array(self.noop_action)
         # StickyAction's state: the previous frame's button masks (None after a reset).
         self._last_masks: list[np.ndarray] | None = None
+        # Reward and done from the scenario's own variables, or None: update_ram per frame.
+        self._scenario = FastScenario.for_env(env)
+
+    @property
+    def fast_scenario(self) -> bool:
+        """Whether rewards and episode ends come from :class:`~retrovec.scenario.FastScenario`
+        (``False``: from ``data.update_ram()`` after every frame)."""
+        return self._scenario is not None
+
+    def _reset_retro(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
+        observation, info = self.env.reset(**kwargs)
+        if self._scenario is not None:
+            self._scenario.restart()
+        return observation, info
 
     def _frame(self, masks: list[np.ndarray]) -> tuple[Any, bool]:
         """One emulator frame, as ``StickyAction`` then ``RetroEnv.step`` would run it,
@@ -94,6 +116,12 @@ class FusedFrameSkip(gym.Wrapper):
         for player, mask in enumerate(masks):
             emulator.set_button_mask(mask, player)
         emulator.step()
+        if self._scenario is not None:
+            rewards, done = self._scenario.update()
+            if retro.players > 1 and retro.multi_rewards:
+                padded = rewards + (0.0,) * retro.players
+                return [padded[p] for p in range(retro.players)], done
+            return rewards[0], done
         data = retro.data
         data.update_ram()
         if retro.players > 1 and retro.multi_rewards:
@@ -111,7 +139,7 @@ class FusedFrameSkip(gym.Wrapper):
     ) -> tuple[Any, dict[str, Any]]:
         """Reset, then run the no-op frames, as ``NoopReset`` over ``StickyAction``."""
         self._last_masks = None
-        observation, info = self.env.reset(seed=seed, options=options)
+        observation, info = self._reset_retro(seed=seed, options=options)
         if not self.noop_max:
             return observation, info
         info = dict(info)
@@ -120,7 +148,7 @@ class FusedFrameSkip(gym.Wrapper):
             _, done = self._frame(self._noop_masks)
             if done:
                 self._last_masks = None
-                observation, info = self.env.reset(options=options)
+                observation, info = self._reset_retro(options=options)
                 info = dict(info)
             elif index == noops - 1:  # only the last no-op's screen and info are kept
                 observation = self._observe()
@@ -150,3 +178,19 @@ class FusedFrameSkip(gym.Wrapper):
         if previous is not None:
             observation = np.maximum(previous, observation)
         return observation, total, done, False, dict(self.env.data.lookup_all())
+
+
+def fast_step(env: gym.Env) -> gym.Env:
+    """``env`` under a one-frame :class:`FusedFrameSkip` if that makes it faster, else ``env``.
+
+    The wrapper steps exactly as ``RetroEnv.step`` does, without ``update_ram``; it is
+    used when ``env`` is a bare RetroEnv (:func:`can_fuse`) whose scenario compiles
+    (:meth:`retrovec.scenario.FastScenario.for_env`).
+
+    Example:
+        >>> fast_step(gym.make("CartPole-v1")).spec.id
+        'CartPole-v1'
+    """
+    if not can_fuse(env) or FastScenario.for_env(env) is None:
+        return env
+    return FusedFrameSkip(env, skip=1, max_pool=False)

@@ -75,8 +75,12 @@ class Preprocessing:
             ``(k*C, H, W)`` (oldest frame's channels first).
         fused: Run sticky actions, no-op starts and frame skip as one loop over the
             emulator (:class:`~retrovec.wrappers.fused.FusedFrameSkip`) when the env is a
-            bare RetroEnv: identical results, less work per frame. ``False`` always uses
-            the separate wrappers.
+            bare RetroEnv: identical results, less work per frame. It also computes
+            rewards and episode ends without ``update_ram`` when the scenario compiles
+            (:class:`~retrovec.scenario.FastScenario`), even with no frame steps.
+            ``False`` always uses the separate wrappers over ``RetroEnv.step``; with
+            :func:`retrovec.make`, ``Preprocessing(fused=False)`` is also how to turn
+            the fast step off for unpreprocessed envs.
 
     Example:
         >>> Preprocessing.atari()  # doctest: +NORMALIZE_WHITESPACE
@@ -225,6 +229,7 @@ class Preprocessing:
             StickyAction,
         )
 
+        from retrovec.scenario import FastScenario
         from retrovec.wrappers.fused import FusedFrameSkip, can_fuse
         from retrovec.wrappers.stateful import FrameSkip, NoopReset
         from retrovec.wrappers.transform import ChannelsFirst, Crop, Grayscale
@@ -239,7 +244,9 @@ class Preprocessing:
                 "frame_stack"
             )
         frame_steps = self.sticky_action_prob > 0 or self.noop_max > 0 or self.frame_skip > 1
-        if frame_steps and self.fused and can_fuse(env):
+        # Fused even with no frame steps when the scenario compiles: then it is a faster
+        # RetroEnv.step (no update_ram); see retrovec.wrappers.fused.
+        if self.fused and can_fuse(env) and (frame_steps or FastScenario.for_env(env)):
             env = FusedFrameSkip(
                 env,
                 skip=self.frame_skip,
