@@ -317,8 +317,8 @@ def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     """Run a measurement in a fresh Python process, so this one never holds an emulator.
 
     Args:
-        spec: ``kind`` (``"single"``, ``"fast"`` or ``"bare"``), ``game``, ``workload``, ``seconds``,
-            ``seed``.
+        spec: ``kind`` (``"single"``, ``"fast"`` or ``"bare"``), ``game``, ``workload``,
+            ``seconds``, ``seed``.
 
     Returns:
         The child's result dict.

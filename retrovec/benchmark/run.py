@@ -95,7 +95,8 @@ class Task:
 
     Attributes:
         kind: ``"bare"`` (bare emulator), ``"single"`` (one plain env in-process: LIMIT),
-            ``"fast"`` (one env of retrovec's workers in-process), ``"contender"`` (a timed contender) or ``"growth"`` (the long memory run).
+            ``"fast"`` (one env of retrovec's workers in-process), ``"contender"`` (a
+            timed contender) or ``"growth"`` (the long memory run).
         round: 1-based round; 0 for growth runs (after the rounds).
         workload: Workload name; ``None`` for ``"bare"``.
         contender: The contender id for ``"contender"`` and ``"growth"``, else ``None``.
