@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import select
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -62,11 +63,20 @@ class ReplyWaiter:
     Args:
         connections: The parent's end of each worker's pipe, by env index.
         processes: The worker processes, by env index.
+        spin_seconds: How long a wait polls, yielding the CPU, before it sleeps.
     """
 
-    def __init__(self, connections: Sequence[Connection], processes: Sequence[BaseProcess]):
+    def __init__(
+        self,
+        connections: Sequence[Connection],
+        processes: Sequence[BaseProcess],
+        spin_seconds: float = 0.0,
+    ):
         self.connections = connections
         self.processes = processes
+        # Poll (yielding the CPU) this long before sleeping in epoll; see
+        # retrovec.worker.spin_until_readable for why.
+        self.spin_seconds = spin_seconds
         # A persistent epoll set: multiprocessing.connection.wait builds and fills a new
         # selector on every call, which costs more than the wait itself on the hot path.
         # It is level-triggered, so a ready fd that nobody waits for (a dead worker's
@@ -115,7 +125,16 @@ class ReplyWaiter:
         for index in pending & self._muted:
             self.watch(index)
         ready = []
-        for fd, _ in self._epoll.poll(-1 if timeout is None else timeout):
+        events = self._epoll.poll(0) if self.spin_seconds else []
+        if not events and self.spin_seconds:
+            spin = self.spin_seconds if timeout is None else min(self.spin_seconds, timeout)
+            end = time.perf_counter() + spin
+            while not events and time.perf_counter() < end:
+                os.sched_yield()
+                events = self._epoll.poll(0)
+        if not events:
+            events = self._epoll.poll(-1 if timeout is None else timeout)
+        for fd, _ in events:
             owner = self._owner.get(fd)
             if owner is None:
                 continue

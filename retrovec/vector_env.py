@@ -37,10 +37,41 @@ from retrovec.shared_memory import ArenaLayout, SharedArena, is_shareable
 from retrovec.vector_base import RetroVectorEnvBase
 from retrovec.worker import STEP_COMMAND, worker_main
 
-__all__ = ["AsyncRetroVectorEnv", "AsyncState"]
+__all__ = ["AsyncRetroVectorEnv", "AsyncState", "spin_plan"]
 
 #: Seconds ``close()`` waits for workers to close their envs when given no timeout.
 DEFAULT_CLOSE_TIMEOUT = 30.0
+
+#: How long a waiting process spins under ``spin_seconds=None``: longer than one
+#: emulator frame, short enough that an idle vector env is asleep within moments.
+DEFAULT_SPIN_SECONDS = 0.002
+
+
+def _available_cores() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def spin_plan(spin_seconds: float | None, num_envs: int, cores: int) -> tuple[float, float]:
+    """``(worker, parent)`` spin seconds for ``spin_seconds`` (see the class docstring).
+
+    ``None`` spins only where a CPU would otherwise go idle: the workers when there are no
+    more envs than cores, the parent when there are fewer (with more envs than cores,
+    another worker is always ready to run, and a spinning parent only takes its CPU).
+
+    Example:
+        >>> spin_plan(None, 1, 2), spin_plan(None, 2, 2), spin_plan(None, 8, 2)
+        ((0.002, 0.002), (0.002, 0.0), (0.0, 0.0))
+        >>> spin_plan(0.0, 1, 2)
+        (0.0, 0.0)
+    """
+    if spin_seconds is not None:
+        return spin_seconds, spin_seconds
+    worker = DEFAULT_SPIN_SECONDS if num_envs <= cores else 0.0
+    parent = DEFAULT_SPIN_SECONDS if num_envs < cores else 0.0
+    return worker, parent
 
 
 _open_envs: weakref.WeakSet[AsyncRetroVectorEnv] = weakref.WeakSet()
@@ -87,6 +118,14 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         batch_size: How many envs :meth:`recv` returns in EnvPool-style asynchronous use
             (``async_reset``/``send``/``recv``; see :mod:`retrovec.async_batches`).
             ``None``: ``num_envs``. ``step()`` always steps every env.
+        spin_seconds: How long a waiting process (a worker between commands, this
+            process waiting for replies) keeps polling before it sleeps, yielding its CPU
+            to any other runnable process between polls. On virtual machines a CPU that
+            goes idle runs the next step on cold caches (see
+            :func:`retrovec.worker.spin_until_readable`). ``None``: 2 ms where a CPU
+            would otherwise go idle (:func:`spin_plan`: workers when ``num_envs`` <=
+            cores, this process when ``num_envs`` < cores), else none; a number applies
+            to every process; ``0`` sleeps at once.
 
     Raises:
         ValueError: ``env_fns`` is empty or holds something not callable, or an argument
@@ -123,7 +162,18 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         on_worker_failure: str = "raise",
         max_restarts: int = 3,
         batch_size: int | None = None,
+        spin_seconds: float | None = None,
     ) -> None:
+        if spin_seconds is not None and (
+            isinstance(spin_seconds, bool)
+            or not isinstance(spin_seconds, (int, float))
+            or not 0 <= spin_seconds <= 1
+        ):
+            raise ValueError(
+                f"spin_seconds must be None or a number of seconds in [0, 1], got "
+                f"{spin_seconds!r}"
+            )
+        self.spin_seconds = None if spin_seconds is None else float(spin_seconds)
         self._connections: list[Any] = []
         self.processes: list[multiprocessing.process.BaseProcess] = []
         env_fns = self._init_base(
@@ -166,7 +216,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             target=worker_main,
             name=f"Worker<{type(self).__name__}>-{index}",
             args=(index, CloudpickleWrapper(self.env_fns[index]), child_conn, os.getpid(),
-                  self.autoreset_mode),
+                  self.autoreset_mode, self._spins[0]),
             daemon=self.daemon,
         )
         with clear_mpi_env_vars():
@@ -175,12 +225,13 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         return parent_conn, process
 
     def _start_workers(self) -> None:
+        self._spins = spin_plan(self.spin_seconds, self.num_envs, _available_cores())
         with frozen_heap(self._ctx.get_start_method()):
             for index in range(self.num_envs):
                 parent_conn, process = self._spawn(index)
                 self._connections.append(parent_conn)
                 self.processes.append(process)
-        self._waiter = ReplyWaiter(self._connections, self.processes)
+        self._waiter = ReplyWaiter(self._connections, self.processes, self._spins[1])
 
     def _attach_arena(self) -> None:
         self._observations_shared = self.shared_memory and is_shareable(

@@ -21,8 +21,10 @@ from __future__ import annotations
 
 import os
 import pickle
+import select
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -35,13 +37,47 @@ from gymnasium.vector import AutoresetMode
 from retrovec.autoreset import autoreset_step
 from retrovec.shared_memory import ArenaLayout, SharedArena
 
-__all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "worker_main"]
+__all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "spin_until_readable", "worker_main"]
 
 #: The step command when actions are in shared memory: pickled once, compared as bytes.
 STEP_COMMAND = bytes(ForkingPickler.dumps(("step", None)))
 
 #: How often an idle worker checks that its parent is still alive, in seconds.
 PARENT_CHECK_INTERVAL = 0.5
+
+
+def spin_until_readable(fileno: int, seconds: float) -> bool:
+    """Poll ``fileno`` for up to ``seconds``, yielding the CPU between polls; ``True`` once it
+    is readable.
+
+    Why not sleep at once: on a virtual machine a CPU that goes idle is handed back to the
+    host, and the process woken on it later runs on cold caches. Measured on this
+    project's 2-vCPU VM, a ``RetroEnv.step`` that follows a 300 µs sleep costs 543 µs of
+    CPU instead of 422, and 1,044 µs after a 2 ms sleep. ``sched_yield`` between polls
+    lets any other runnable process (another worker, the parent) have the CPU first, so
+    the spin only fills time the CPU would have spent idle; it is not the busy-wait that
+    starves the other processes. Written by hand: nothing in the standard library polls
+    with a yield.
+
+    Example:
+        >>> read_end, write_end = os.pipe()
+        >>> spin_until_readable(read_end, 0.001)
+        False
+        >>> _ = os.write(write_end, b"x")
+        >>> spin_until_readable(read_end, 0.001)
+        True
+        >>> os.close(read_end); os.close(write_end)
+    """
+    poller = select.poll()
+    poller.register(fileno, select.POLLIN)
+    if poller.poll(0):
+        return True
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        os.sched_yield()
+        if poller.poll(0):
+            return True
+    return False
 
 #: Methods that ``call`` must not reach (they have their own commands), as in gymnasium.
 _RESERVED_CALLS = ("reset", "step", "close", "_setattr", "_check_spaces")
@@ -167,12 +203,18 @@ class _EnvServer:
         name, value = data
         self.env.set_wrapper_attr(name, value)
 
-    def serve(self, parent_pid: int, initial_ppid: int) -> None:
-        """Answer commands until ``close``, a closed pipe, or the parent's death."""
+    def serve(self, parent_pid: int, initial_ppid: int, spin_seconds: float = 0.0) -> None:
+        """Answer commands until ``close``, a closed pipe, or the parent's death.
+
+        Between commands the worker first spins for up to ``spin_seconds`` (see
+        :func:`spin_until_readable`), then sleeps until the next one."""
         conn = self.conn
+        fileno = conn.fileno()
         handlers = self.handlers
         while True:
-            if not conn.poll(PARENT_CHECK_INTERVAL):
+            if spin_seconds and spin_until_readable(fileno, spin_seconds):
+                pass
+            elif not conn.poll(PARENT_CHECK_INTERVAL):
                 if not _parent_alive(parent_pid, initial_ppid):
                     return
                 continue
@@ -233,6 +275,7 @@ def worker_main(
     conn: Connection,
     parent_pid: int,
     autoreset_mode: AutoresetMode,
+    spin_seconds: float = 0.0,
 ) -> None:
     """Entry point of a worker process.
 
@@ -242,6 +285,7 @@ def worker_main(
         conn: The worker's end of its pipe.
         parent_pid: The vector env's process, watched so that orphans exit.
         autoreset_mode: How ``step`` handles episode ends.
+        spin_seconds: How long to poll for the next command before sleeping.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     initial_ppid = os.getppid()
@@ -256,7 +300,7 @@ def worker_main(
         server = _EnvServer(index, env, conn, autoreset_mode)
         if not _send(conn, (True, _describe(env))):
             return
-        server.serve(parent_pid, initial_ppid)
+        server.serve(parent_pid, initial_ppid, spin_seconds)
     finally:
         if server is not None:
             try:

@@ -227,7 +227,39 @@ def test_bad_constructor_arguments_fail_before_any_worker_starts():
         AsyncRetroVectorEnv([make_toy], observation_mode="other")
     with pytest.raises(ValueError, match="autoreset"):
         AsyncRetroVectorEnv([make_toy], autoreset_mode="sometimes")
+    for spin in (-0.001, 2, "fast", True):
+        with pytest.raises(ValueError, match=r"spin_seconds must be None or a number"):
+            AsyncRetroVectorEnv([make_toy], spin_seconds=spin)
     assert multiprocessing.active_children() == []
+
+
+@pytest.mark.parametrize("spin_seconds", [None, 0.002, 0.0])
+def test_idle_workers_and_parent_sleep_after_their_spin(spin_seconds):
+    """Spinning fills only the gap between steps: an idle vector env uses no CPU."""
+    psutil = pytest.importorskip("psutil")
+    envs = AsyncRetroVectorEnv(fns(make_toy, 1), spin_seconds=spin_seconds)
+    try:
+        envs.reset(seed=0)
+        for _ in range(50):
+            envs.step(envs.action_space.sample())
+        processes = [psutil.Process(p.pid) for p in envs.processes] + [psutil.Process()]
+        before = [sum(p.cpu_times()[:2]) for p in processes]
+        time.sleep(0.5)
+        used = [sum(p.cpu_times()[:2]) - b for p, b in zip(processes, before)]
+        # A busy-waiting process would use about 0.5 s here; a 2 ms spin, 2 ms.
+        assert max(used) < 0.1, used
+        assert len(envs.step(envs.action_space.sample())[1]) == 1  # still serving
+    finally:
+        envs.close()
+    # The parent's spin is as short: waiting out a slow step takes next to no CPU.
+    slow = AsyncRetroVectorEnv([partial(SlowEnv, 0.5)], spin_seconds=spin_seconds)
+    try:
+        slow.reset(seed=0)
+        started = time.process_time()
+        slow.step(slow.action_space.sample())
+        assert time.process_time() - started < 0.1
+    finally:
+        slow.close()
 
 
 def test_actions_of_the_wrong_shape_or_dtype_never_reach_a_worker():

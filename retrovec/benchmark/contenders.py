@@ -272,11 +272,11 @@ class Contender:
 
 
 def _build_retrovec(
-    game: str, workload: Workload, num_envs: int, seed: int, *, copy: bool
+    game: str, workload: Workload, num_envs: int, seed: int, *, copy: bool, **kwargs: Any
 ) -> Runner:
     from retrovec.factory import make
 
-    envs = make(game, num_envs, preprocessing=workload.preprocessing, copy=copy)
+    envs = make(game, num_envs, preprocessing=workload.preprocessing, copy=copy, **kwargs)
     return VectorRunner(envs, seed)
 
 
@@ -382,6 +382,13 @@ CONTENDERS: dict[str, Contender] = {
             "retrovec copy=False",
             "the same with copy=False: step returns views of the shared arena",
             functools.partial(_build_retrovec, copy=False),
+        ),
+        Contender(
+            "retrovec-nospin",
+            "retrovec spin_seconds=0",
+            "retrovec copy=True whose workers and parent sleep as soon as they wait "
+            "(no polling first)",
+            functools.partial(_build_retrovec, copy=True, spin_seconds=0.0),
         ),
         Contender(
             "retrovec-batch",
