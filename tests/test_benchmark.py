@@ -88,6 +88,10 @@ def test_json_structure(tiny: dict[str, Any]) -> None:
         assert row["pss_per_env_bytes"]["median"] > 0
         assert row["parent_pss_bytes"]["median"] > 0
         assert row["parent_cpu_us_per_call"]["median"] > 0
+        # where the time goes: every worker's CPU per env step, and the cores kept busy
+        assert row["worker_cpu_us_per_env_step"]["median"] > 0
+        assert 0 < row["busy_cores"]["median"] <= tiny["machine"]["cores_available"] + 0.5
+    assert rgb["fast_single_env"]["cpu_us_per_env_step"]["median"] > 0
     assert tiny["bare_emulator"]["median"] > 0
     # one raw entry per planned measurement: bare, LIMIT, fast env, 3 contenders x 2 sizes
     assert len(tiny["measurements"]) == 1 + 1 + 1 + 3 * 2

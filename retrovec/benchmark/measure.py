@@ -35,6 +35,7 @@ __all__ = [
     "BenchmarkError",
     "Timing",
     "measure_contender",
+    "cpu_seconds_of",
     "measure_growth",
     "memory_snapshot",
     "run_child",
@@ -64,11 +65,14 @@ class Timing:
         calls: Timed calls of the step function.
         seconds: Wall time of those calls.
         cpu_seconds: CPU time of this process (``time.process_time``) during them.
+        probed_seconds: How much ``probe`` (e.g. the workers' CPU time) grew during them;
+            ``None`` without a probe.
     """
 
     calls: int
     seconds: float
     cpu_seconds: float
+    probed_seconds: float | None = None
 
 
 def _warm_up(timer: timeit.Timer, target: float) -> float:
@@ -81,7 +85,9 @@ def _warm_up(timer: timeit.Timer, target: float) -> float:
         number *= 2
 
 
-def time_calls(step: Callable[[], None], seconds: float) -> Timing:
+def time_calls(
+    step: Callable[[], None], seconds: float, probe: Callable[[], float] | None = None
+) -> Timing:
     """Warm ``step`` up, then time about ``seconds`` of calls with :mod:`timeit`.
 
     The warm-up runs doubling batches until one takes ``seconds / 10`` (bounded by
@@ -90,6 +96,7 @@ def time_calls(step: Callable[[], None], seconds: float) -> Timing:
     Args:
         step: The function to time (one vector step, one ``recv``/``send``, ...).
         seconds: Wanted duration of the timed loop.
+        probe: Read just before and just after the timed loop (a counter in seconds).
 
     Returns:
         The :class:`Timing`.
@@ -103,9 +110,30 @@ def time_calls(step: Callable[[], None], seconds: float) -> Timing:
     low, high = WARM_UP_BOUNDS
     per_call = _warm_up(timer, min(max(seconds / 10, low), high))
     number = max(MIN_TIMED_CALLS, math.ceil(seconds / per_call))
+    probed = probe() if probe is not None else 0.0
     cpu_start = time.process_time()
     elapsed = timer.timeit(number)
-    return Timing(number, elapsed, time.process_time() - cpu_start)
+    cpu = time.process_time() - cpu_start
+    probed = probe() - probed if probe is not None else None
+    return Timing(number, elapsed, cpu, probed)
+
+
+def cpu_seconds_of(pids: Sequence[int]) -> Callable[[], float]:
+    """A probe for :func:`time_calls`: the CPU time (user + system) of processes ``pids``.
+
+    Example:
+        >>> probe = cpu_seconds_of([os.getpid()])
+        >>> probe() > 0
+        True
+    """
+    import psutil
+
+    processes = [psutil.Process(pid) for pid in pids]
+
+    def probe() -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in processes)
+
+    return probe
 
 
 def _memory(pid: int | None = None) -> tuple[int, int]:
@@ -165,13 +193,15 @@ def measure_contender(
 
     Returns:
         ``steps_per_second`` (env steps), ``startup_seconds``, ``calls``, ``env_steps``,
-        ``seconds``, ``parent_cpu_us_per_call``, the :func:`memory_snapshot` fields,
+        ``seconds``, ``parent_cpu_us_per_call``, ``worker_cpu_us_per_env_step`` (all
+        workers' CPU time over the timed loop per env step), ``busy_cores`` (parent and
+        workers' CPU time over wall time), the :func:`memory_snapshot` fields,
         ``pss_per_env`` and ``workers``.
     """
     runner, startup = _start(contender, game, workload, num_envs, seed)
     try:
-        timing = time_calls(runner.step, seconds)
         pids = runner.worker_pids()
+        timing = time_calls(runner.step, seconds, cpu_seconds_of(pids) if pids else None)
         memory = memory_snapshot(pids)
     finally:
         runner.close()
@@ -184,6 +214,11 @@ def measure_contender(
         "env_steps": env_steps,
         "seconds": timing.seconds,
         "parent_cpu_us_per_call": 1e6 * timing.cpu_seconds / timing.calls,
+        # Where the time goes: CPU of every worker per env step, and cores kept busy.
+        "worker_cpu_us_per_env_step": (
+            None if timing.probed_seconds is None else 1e6 * timing.probed_seconds / env_steps
+        ),
+        "busy_cores": (timing.cpu_seconds + (timing.probed_seconds or 0.0)) / timing.seconds,
         **memory,
         "pss_per_env": memory["workers_pss"] / num_envs,
         "workers": len(pids),

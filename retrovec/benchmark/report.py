@@ -93,21 +93,28 @@ def _throughput_table(w: dict[str, Any], num_envs: Sequence[int]) -> list[str]:
 def _details_row(r: dict[str, Any]) -> str:
     if r["steps_per_second"]["median"] is None:
         error = r["errors"][0].replace("|", "/")
-        return f"| {r['contender']} | {r['num_envs']} | error: {error} |" + " - |" * 5
+        return f"| {r['contender']} | {r['num_envs']} | error: {error} |" + " - |" * 7
+    worker = (r.get("worker_cpu_us_per_env_step") or {}).get("median")
+    busy = (r.get("busy_cores") or {}).get("median")
     return (
         f"| {r['contender']} | {r['num_envs']} | {_span(r['steps_per_second'])} "
         f"| {_span(r['ratio_to_limit'], _ratio)} "
         f"| {r['startup_seconds']['median']:.2f} | {_mib(r['pss_per_env_bytes']['median'])} "
         f"| {_mib(r['parent_pss_bytes']['median'])} "
-        f"| {r['parent_cpu_us_per_call']['median']:,.0f} |"
+        f"| {r['parent_cpu_us_per_call']['median']:,.0f} "
+        f"| {'-' if worker is None else f'{worker:,.0f}'} "
+        f"| {'-' if busy is None else f'{busy:.2f}'} |"
     )
 
 
 def _details_table(w: dict[str, Any]) -> list[str]:
     return [
-        "| contender | n | env steps/s | x LIMIT | start-up s | PSS/env MiB | parent PSS MiB "
-        "| parent CPU us/batched step |",
-        "|---|---|---|---|---|---|---|---|",
+        (
+            "| contender | n | env steps/s | x LIMIT | start-up s | PSS/env MiB "
+            "| parent PSS MiB | parent CPU us/batched step | worker CPU us/env step "
+            "| busy cores |"
+        ),
+        "|---|---|---|---|---|---|---|---|---|---|",
         *(_details_row(r) for r in w["results"]),
     ]
 
@@ -126,7 +133,9 @@ def _reference_lines(w: dict[str, Any], bare: dict[str, Any]) -> list[str]:
     if fast and fast["median"] is not None:
         lines.append(
             f"- One env of retrovec's workers in-process (fused loop, FastScenario): "
-            f"{_span(fast)} env steps/s (x LIMIT {_ratio(fast['ratio_to_limit']['median'])})."
+            f"{_span(fast)} env steps/s (x LIMIT {_ratio(fast['ratio_to_limit']['median'])}), "
+            f"{fast.get('cpu_us_per_env_step', {}).get('median') or 0:,.0f} us of CPU per "
+            "env step: compare the workers' CPU per env step below."
         )
     if w["observation_shape"]:
         lines.append(f"- Observation per env: {tuple(w['observation_shape'])} uint8.")

@@ -357,7 +357,8 @@ def _references(
     singles = _ok(measurements, kind="single", workload=name)
     single = spread([m["steps_per_second"] for m in singles])
     limit = spread([cores * m["steps_per_second"] for m in singles])
-    fast = spread([m["steps_per_second"] for m in _ok(measurements, kind="fast", workload=name)])
+    fasts = _ok(measurements, kind="fast", workload=name)
+    fast = spread([m["steps_per_second"] for m in fasts])
     bare_steps = {
         key: None if bare[key] is None else bare[key] / workload.frame_skip
         for key in ("median", "min", "max")
@@ -373,7 +374,11 @@ def _references(
             "ratio_to_limit": _ratios(single, limit["median"]),
             "startup_seconds": spread([m["startup_seconds"] for m in singles]),
         },
-        "fast_single_env": {**fast, "ratio_to_limit": _ratios(fast, limit["median"])},
+        "fast_single_env": {
+            **fast,
+            "ratio_to_limit": _ratios(fast, limit["median"]),
+            "cpu_us_per_env_step": spread([m["cpu_us_per_call"] for m in fasts]),
+        },
         "bare_emulator": {
             **bare_steps,
             "unit": f"env steps/s ({workload.frame_skip} emulator frames each), one core",
@@ -418,6 +423,10 @@ def _summarize_runs(
         "pss_per_env_bytes": spread([m["pss_per_env"] for m in ok]),
         "parent_pss_bytes": spread([m["parent_pss"] for m in ok]),
         "parent_cpu_us_per_call": spread([m["parent_cpu_us_per_call"] for m in ok]),
+        "worker_cpu_us_per_env_step": spread(
+            [m["worker_cpu_us_per_env_step"] for m in ok if m.get("worker_cpu_us_per_env_step")]
+        ),
+        "busy_cores": spread([m["busy_cores"] for m in ok if "busy_cores" in m]),
         "errors": [m["error"] for m in runs if "error" in m],
     }
 
