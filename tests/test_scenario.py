@@ -5,7 +5,8 @@ FusedFrameSkip computing rewards and dones with FastScenario, no ``update_ram``)
 is a bare RetroEnv; both get the same seeds and actions, episodes end and are reset, and
 every frame must agree. The scenarios cover every op, both measurements, reward and
 penalty multipliers, the time reward, several reward variables, nested done nodes and
-both conditions, on Airstriker; per-player rewards on the two-player Pong.
+both conditions, on Airstriker; per-player rewards on the two-player Pong. A scenario that
+runs Lua keeps stable-retro's own evaluation.
 """
 
 from __future__ import annotations
@@ -207,3 +208,45 @@ def test_an_env_without_a_remembered_scenario_keeps_update_ram() -> None:
 
     assert FastScenario.for_env(Unknown()) is None
     assert ScenarioRules.load("/nonexistent/scenario.json") is None
+
+
+def test_a_scenario_with_a_lua_script_keeps_stable_retros_own_evaluation(tmp_path) -> None:
+    (tmp_path / "script.lua").write_text(
+        "previous_score = 0\n"
+        "function reward()\n"
+        "  local delta = data.score - previous_score\n"
+        "  previous_score = data.score\n"
+        "  return 2 * delta\n"
+        "end\n"
+    )
+    scenario = tmp_path / "scenario.json"
+    scenario.write_text(
+        json.dumps(
+            {
+                "reward": {"script": "lua:reward"},
+                "done": {"variables": {"lives": {"op": "less-than", "reference": 3}}},
+                "scripts": ["script.lua"],
+            }
+        )
+    )
+    assert ScenarioRules.load(scenario) is None
+    envs = make(GAME, 1, scenario=str(scenario))
+    try:
+        with pytest.raises(AttributeError):  # a bare RetroEnv: no fast path
+            envs.get_attr("fast_scenario")
+        envs.reset(seed=0)
+        rng = np.random.default_rng(2)
+        score, total, ends, reset_step = 0, 0.0, 0, False
+        for _ in range(1500):
+            _, rewards, terminations, _, infos = envs.step(rng.integers(0, 2, (1, 12)))
+            if reset_step:  # NEXT_STEP autoreset: a new game, and the script reloaded
+                score = 0
+            else:  # the script doubles each change of the score
+                assert rewards[0] == 2 * (infos["score"][0] - score)
+                score = infos["score"][0]
+            reset_step = bool(terminations[0])
+            total += rewards[0]
+            ends += reset_step
+        assert total > 0 and ends > 0
+    finally:
+        envs.close()
