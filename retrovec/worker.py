@@ -79,6 +79,7 @@ def spin_until_readable(fileno: int, seconds: float) -> bool:
             return True
     return False
 
+
 #: Methods that ``call`` must not reach (they have their own commands), as in gymnasium.
 _RESERVED_CALLS = ("reset", "step", "close", "_setattr", "_check_spaces")
 
@@ -212,9 +213,8 @@ class _EnvServer:
         fileno = conn.fileno()
         handlers = self.handlers
         while True:
-            if spin_seconds and spin_until_readable(fileno, spin_seconds):
-                pass
-            elif not conn.poll(PARENT_CHECK_INTERVAL):
+            ready = bool(spin_seconds) and spin_until_readable(fileno, spin_seconds)
+            if not ready and not conn.poll(PARENT_CHECK_INTERVAL):
                 if not _parent_alive(parent_pid, initial_ppid):
                     return
                 continue

@@ -10,8 +10,8 @@ skips three layers of wrapper calls per frame. Written by hand because this is t
 path of the Atari-style workload; :class:`~retrovec.wrappers.Preprocessing` uses it
 whenever it can (a bare RetroEnv that records no movie).
 
-When the env's scenario file compiles (:class:`retrovec.scenario.FastScenario`; every
-scenario without Lua scripts does), rewards and episode ends are computed from the few RAM
+When the env's scenario file compiles (:class:`retrovec.scenario.FastScenario`: any
+scenario that runs no Lua and sums no fractional multipliers of several variables), rewards and episode ends are computed from the few RAM
 variables the scenario names instead of calling ``data.update_ram()``, which copies the
 whole RAM after every frame (16% of a ``RetroEnv.step`` on the Genesis). With
 ``skip=1`` the wrapper is then a faster ``RetroEnv.step``, and :func:`retrovec.make` puts
