@@ -46,9 +46,9 @@ STEP_COMMAND = bytes(ForkingPickler.dumps(("step", None)))
 PARENT_CHECK_INTERVAL = 0.5
 
 
-def spin_until_readable(fileno: int, seconds: float) -> bool:
-    """Poll ``fileno`` for up to ``seconds``, yielding the CPU between polls; ``True`` once it
-    is readable.
+def spin_until_readable(poller: select.poll, seconds: float) -> bool:
+    """Poll ``poller`` (a ``select.poll`` watching one pipe) for up to ``seconds``, yielding
+    the CPU between polls; ``True`` once it reports the pipe readable.
 
     Why not sleep at once: on a virtual machine a CPU that goes idle is handed back to the
     host, and the process woken on it later runs on cold caches. Measured on this
@@ -61,15 +61,15 @@ def spin_until_readable(fileno: int, seconds: float) -> bool:
 
     Example:
         >>> read_end, write_end = os.pipe()
-        >>> spin_until_readable(read_end, 0.001)
+        >>> poller = select.poll()
+        >>> poller.register(read_end, select.POLLIN)
+        >>> spin_until_readable(poller, 0.001)
         False
         >>> _ = os.write(write_end, b"x")
-        >>> spin_until_readable(read_end, 0.001)
+        >>> spin_until_readable(poller, 0.001)
         True
         >>> os.close(read_end); os.close(write_end)
     """
-    poller = select.poll()
-    poller.register(fileno, select.POLLIN)
     if poller.poll(0):
         return True
     end = time.perf_counter() + seconds
@@ -210,10 +210,11 @@ class _EnvServer:
         Between commands the worker first spins for up to ``spin_seconds`` (see
         :func:`spin_until_readable`), then sleeps until the next one."""
         conn = self.conn
-        fileno = conn.fileno()
+        poller = select.poll()  # built once: the spin polls it between every two commands
+        poller.register(conn.fileno(), select.POLLIN)
         handlers = self.handlers
         while True:
-            ready = bool(spin_seconds) and spin_until_readable(fileno, spin_seconds)
+            ready = bool(spin_seconds) and spin_until_readable(poller, spin_seconds)
             if not ready and not conn.poll(PARENT_CHECK_INTERVAL):
                 if not _parent_alive(parent_pid, initial_ppid):
                     return
