@@ -30,6 +30,7 @@ from stable_retro.data import Integrations
 from retrovec.errors import InvalidGameError
 from retrovec.games import resolve_inttype, validate_data_file, validate_game, validate_state
 from retrovec.multiplayer import PlayerRewards
+from retrovec.processes import available_cores
 from retrovec.recording import RecordMovies, env_movie_dir
 from retrovec.scenario import remember_scenario_path, scenario_path
 from retrovec.vector_env import AsyncRetroVectorEnv
@@ -59,10 +60,7 @@ def default_num_envs() -> int:
         >>> default_num_envs() >= 1
         True
     """
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return available_cores()
 
 
 def _make_retro_env(

@@ -21,12 +21,59 @@ import gc
 import os
 import select
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from multiprocessing import connection
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
+from typing import Any
 
-__all__ = ["ReplyWaiter", "frozen_heap", "stop_processes"]
+__all__ = ["ReplyWaiter", "available_cores", "frozen_heap", "spin_poll", "stop_processes"]
+
+
+def available_cores() -> int:
+    """The CPUs this process may use: ``len(os.sched_getaffinity(0))`` where the OS has it
+    (it honours ``taskset`` and CPU pinning), else ``os.cpu_count()``, and at least 1.
+
+    Example:
+        >>> available_cores() >= 1
+        True
+    """
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def spin_poll(poll: Callable[[float], list[Any]], seconds: float) -> list[Any]:
+    """Call ``poll(0)`` until it returns events or ``seconds`` pass, yielding the CPU between
+    calls; returns the last events (empty when none came).
+
+    Workers (``select.poll().poll``) and the parent (``select.epoll().poll``) spin this way
+    before they sleep. Why not sleep at once: on a virtual machine a CPU that goes idle is
+    handed back to the host, and the process woken on it later runs on cold caches.
+    Measured on this project's 2-vCPU VM, a ``RetroEnv.step`` that follows a 300 µs sleep
+    costs 543 µs of CPU instead of 422, and 1,044 µs after a 2 ms sleep. ``sched_yield``
+    between polls lets any other runnable process have the CPU first, so the spin only
+    fills time the CPU would have spent idle; it is not the busy-wait that starves the
+    other processes. Written by hand: nothing in the standard library polls with a yield.
+
+    Example:
+        >>> read_end, write_end = os.pipe()
+        >>> poller = select.poll()
+        >>> poller.register(read_end, select.POLLIN)
+        >>> spin_poll(poller.poll, 0.001)
+        []
+        >>> _ = os.write(write_end, b"x")
+        >>> spin_poll(poller.poll, 0.001) == [(read_end, select.POLLIN)]
+        True
+        >>> os.close(read_end); os.close(write_end)
+    """
+    events = poll(0)
+    end = time.perf_counter() + seconds
+    while not events and time.perf_counter() < end:
+        os.sched_yield()
+        events = poll(0)
+    return events
 
 
 @contextlib.contextmanager
@@ -74,8 +121,7 @@ class ReplyWaiter:
     ):
         self.connections = connections
         self.processes = processes
-        # Poll (yielding the CPU) this long before sleeping in epoll; see
-        # retrovec.worker.spin_until_readable for why.
+        # Poll (yielding the CPU) this long before sleeping in epoll; see spin_poll.
         self.spin_seconds = spin_seconds
         # A persistent epoll set: multiprocessing.connection.wait builds and fills a new
         # selector on every call, which costs more than the wait itself on the hot path.
@@ -125,13 +171,10 @@ class ReplyWaiter:
         for index in pending & self._muted:
             self.watch(index)
         ready = []
-        events = self._epoll.poll(0) if self.spin_seconds else []
-        if not events and self.spin_seconds:
+        events = []
+        if self.spin_seconds:
             spin = self.spin_seconds if timeout is None else min(self.spin_seconds, timeout)
-            end = time.perf_counter() + spin
-            while not events and time.perf_counter() < end:
-                os.sched_yield()
-                events = self._epoll.poll(0)
+            events = spin_poll(self._epoll.poll, spin)
         if not events:
             events = self._epoll.poll(-1 if timeout is None else timeout)
         for fd, _ in events:

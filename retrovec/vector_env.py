@@ -32,7 +32,7 @@ from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 from gymnasium.vector.utils import CloudpickleWrapper, clear_mpi_env_vars, create_empty_array
 
-from retrovec.processes import ReplyWaiter, frozen_heap, stop_processes
+from retrovec.processes import ReplyWaiter, available_cores, frozen_heap, stop_processes
 from retrovec.shared_memory import ArenaLayout, SharedArena, is_shareable
 from retrovec.vector_base import RetroVectorEnvBase
 from retrovec.worker import STEP_COMMAND, worker_main
@@ -45,13 +45,6 @@ DEFAULT_CLOSE_TIMEOUT = 30.0
 #: How long a waiting process spins under ``spin_seconds=None``: longer than one
 #: emulator frame, short enough that an idle vector env is asleep within moments.
 DEFAULT_SPIN_SECONDS = 0.002
-
-
-def _available_cores() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
 
 
 def spin_plan(spin_seconds: float | None, num_envs: int, cores: int) -> tuple[float, float]:
@@ -122,7 +115,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             process waiting for replies) keeps polling before it sleeps, yielding its CPU
             to any other runnable process between polls. On virtual machines a CPU that
             goes idle runs the next step on cold caches (see
-            :func:`retrovec.worker.spin_until_readable`). ``None``: 2 ms where a CPU
+            :func:`retrovec.processes.spin_poll`). ``None``: 2 ms where a CPU
             would otherwise go idle (:func:`spin_plan`: workers when ``num_envs`` <=
             cores, this process when ``num_envs`` < cores), else none; a number applies
             to every process; ``0`` sleeps at once.
@@ -225,7 +218,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         return parent_conn, process
 
     def _start_workers(self) -> None:
-        self._spins = spin_plan(self.spin_seconds, self.num_envs, _available_cores())
+        self._spins = spin_plan(self.spin_seconds, self.num_envs, available_cores())
         with frozen_heap(self._ctx.get_start_method()):
             for index in range(self.num_envs):
                 parent_conn, process = self._spawn(index)

@@ -24,7 +24,6 @@ import pickle
 import select
 import signal
 import sys
-import time
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -35,49 +34,16 @@ from gymnasium import Env
 from gymnasium.vector import AutoresetMode
 
 from retrovec.autoreset import autoreset_step
+from retrovec.processes import spin_poll
 from retrovec.shared_memory import ArenaLayout, SharedArena
 
-__all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "spin_until_readable", "worker_main"]
+__all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "worker_main"]
 
 #: The step command when actions are in shared memory: pickled once, compared as bytes.
 STEP_COMMAND = bytes(ForkingPickler.dumps(("step", None)))
 
 #: How often an idle worker checks that its parent is still alive, in seconds.
 PARENT_CHECK_INTERVAL = 0.5
-
-
-def spin_until_readable(poller: select.poll, seconds: float) -> bool:
-    """Poll ``poller`` (a ``select.poll`` watching one pipe) for up to ``seconds``, yielding
-    the CPU between polls; ``True`` once it reports the pipe readable.
-
-    Why not sleep at once: on a virtual machine a CPU that goes idle is handed back to the
-    host, and the process woken on it later runs on cold caches. Measured on this
-    project's 2-vCPU VM, a ``RetroEnv.step`` that follows a 300 µs sleep costs 543 µs of
-    CPU instead of 422, and 1,044 µs after a 2 ms sleep. ``sched_yield`` between polls
-    lets any other runnable process (another worker, the parent) have the CPU first, so
-    the spin only fills time the CPU would have spent idle; it is not the busy-wait that
-    starves the other processes. Written by hand: nothing in the standard library polls
-    with a yield.
-
-    Example:
-        >>> read_end, write_end = os.pipe()
-        >>> poller = select.poll()
-        >>> poller.register(read_end, select.POLLIN)
-        >>> spin_until_readable(poller, 0.001)
-        False
-        >>> _ = os.write(write_end, b"x")
-        >>> spin_until_readable(poller, 0.001)
-        True
-        >>> os.close(read_end); os.close(write_end)
-    """
-    if poller.poll(0):
-        return True
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        os.sched_yield()
-        if poller.poll(0):
-            return True
-    return False
 
 
 #: Methods that ``call`` must not reach (they have their own commands), as in gymnasium.
@@ -208,13 +174,13 @@ class _EnvServer:
         """Answer commands until ``close``, a closed pipe, or the parent's death.
 
         Between commands the worker first spins for up to ``spin_seconds`` (see
-        :func:`spin_until_readable`), then sleeps until the next one."""
+        :func:`retrovec.processes.spin_poll`), then sleeps until the next one."""
         conn = self.conn
         poller = select.poll()  # built once: the spin polls it between every two commands
         poller.register(conn.fileno(), select.POLLIN)
         handlers = self.handlers
         while True:
-            ready = bool(spin_seconds) and spin_until_readable(poller, spin_seconds)
+            ready = bool(spin_seconds) and bool(spin_poll(poller.poll, spin_seconds))
             if not ready and not conn.poll(PARENT_CHECK_INTERVAL):
                 if not _parent_alive(parent_pid, initial_ppid):
                     return

@@ -34,8 +34,8 @@ from retrovec.benchmark.contenders import (
 __all__ = [
     "BenchmarkError",
     "Timing",
-    "measure_contender",
     "cpu_seconds_of",
+    "measure_contender",
     "measure_growth",
     "memory_snapshot",
     "run_child",

@@ -20,6 +20,7 @@ from typing import Any
 
 from retrovec.benchmark.contenders import CONTENDERS, WORKLOADS, Contender, contender_status
 from retrovec.benchmark.measure import measure_contender, measure_growth, run_child
+from retrovec.processes import available_cores
 
 __all__ = [
     "DEFAULT_GAME",
@@ -128,9 +129,9 @@ def plan_tasks(
     """The measurements of a run, interleaved round by round.
 
     Each round measures the bare emulator, then for each workload its LIMIT, one fast env
-    in-process and, for each
-    ``num_envs``, every contender; round ``r`` rotates the contender order by ``r - 1`` so
-    that no contender always runs first. The growth runs (if any) come last.
+    in-process and, for each ``num_envs``, every contender; round ``r`` rotates the
+    contender order by ``r - 1`` so that no contender always runs first. The growth runs
+    (if any) come last.
 
     Args:
         config: What to measure.
@@ -208,7 +209,7 @@ def describe_machine() -> dict[str, Any]:
             versions[package] = None
     return {
         "cpu_model": model,
-        "cores_available": _cores(),
+        "cores_available": available_cores(),
         "cores_total": os.cpu_count(),
         "memory_bytes": psutil.virtual_memory().total,
         "platform": platform.platform(),
@@ -218,13 +219,6 @@ def describe_machine() -> dict[str, Any]:
         or multiprocessing.get_context().get_start_method(),
         "load_average": list(os.getloadavg()),
     }
-
-
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _execute(task: Task, config: BenchmarkConfig) -> dict[str, Any]:

@@ -11,11 +11,11 @@ path of the Atari-style workload; :class:`~retrovec.wrappers.Preprocessing` uses
 whenever it can (a bare RetroEnv that records no movie).
 
 When the env's scenario file compiles (:class:`retrovec.scenario.FastScenario`: any
-scenario that runs no Lua and sums no fractional multipliers of several variables), rewards and episode ends are computed from the few RAM
-variables the scenario names instead of calling ``data.update_ram()``, which copies the
-whole RAM after every frame (16% of a ``RetroEnv.step`` on the Genesis). With
-``skip=1`` the wrapper is then a faster ``RetroEnv.step``, and :func:`retrovec.make` puts
-it under every env it builds.
+scenario that runs no Lua and sums no fractional multipliers of several variables),
+rewards and episode ends are computed from the few RAM variables the scenario names
+instead of calling ``data.update_ram()``, which copies the whole RAM after every frame
+(16% of a ``RetroEnv.step`` on the Genesis). With ``skip=1`` the wrapper is then a faster
+``RetroEnv.step``, and :func:`retrovec.make` puts it under every env it builds.
 
 Every frame's screen is still read when max-pooling: an episode can end on any frame of a
 skip, and the pooled observation then needs the frame before it, which cannot be known in
@@ -191,6 +191,7 @@ def fast_step(env: gym.Env) -> gym.Env:
         >>> fast_step(gym.make("CartPole-v1")).spec.id
         'CartPole-v1'
     """
-    if not can_fuse(env) or FastScenario.for_env(env) is None:
+    if not can_fuse(env):
         return env
-    return FusedFrameSkip(env, skip=1, max_pool=False)
+    fused = FusedFrameSkip(env, skip=1, max_pool=False)
+    return fused if fused.fast_scenario else env
