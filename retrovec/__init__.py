@@ -13,6 +13,10 @@ Example:
 
 from gymnasium.vector import AutoresetMode
 
+from retrovec import _aliases
+
+_aliases.install()  # the old flat module paths (retrovec.sb3, ...) keep working
+
 from retrovec.errors import (
     BrokenVectorEnvError,
     InvalidGameError,
@@ -25,11 +29,11 @@ from retrovec.errors import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
-from retrovec.factory import make, make_env
-from retrovec.games import list_games, list_states
-from retrovec.registration import ENV_ID, register_envs
-from retrovec.vector_env import AsyncRetroVectorEnv
-from retrovec.wrappers.preprocessing import Preprocessing
+from retrovec.core.process_backend import AsyncRetroVectorEnv
+from retrovec.retro.factory import make, make_env
+from retrovec.retro.games import list_games, list_states
+from retrovec.retro.registration import ENV_ID, register_envs
+from retrovec.retro.wrappers.preprocessing import Preprocessing
 
 __version__ = "0.1.0"
 

@@ -3,8 +3,8 @@
 Subcommands live in a subparsers table (``run``, ``games``, ``states``, ``bench``,
 ``train``, ``evaluate``). Each subcommand is a ``_add_<name>_parser`` function that
 registers its arguments and a ``_cmd_<name>(args) -> int`` handler; the work itself lives
-in library modules (``retrovec.random_rollout`` for ``run``, ``retrovec.games`` for
-``games`` and ``states``, ``retrovec.benchmark`` for ``bench``, ``retrovec.ppo`` for
+in library modules (``retrovec.training.random_rollout`` for ``run``, ``retrovec.retro.games`` for
+``games`` and ``states``, ``retrovec.benchmark`` for ``bench``, ``retrovec.training.ppo`` for
 ``train`` and ``evaluate``, imported only when those run, so the other commands never
 import torch).
 
@@ -184,12 +184,12 @@ def _format_stats_text(result: dict[str, Any]) -> str:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    # Imported here: stable_retro (via retrovec.factory) loads only when a command needs it.
+    # Imported here: stable_retro (via retrovec.retro.factory) loads only when a command needs it.
     from gymnasium.vector import AutoresetMode
 
     from retrovec.errors import RetrovecError
-    from retrovec.factory import make
-    from retrovec.random_rollout import run_random
+    from retrovec.retro.factory import make
+    from retrovec.training.random_rollout import run_random
 
     total_steps = args.steps
     if args.steps is None and args.seconds is None:
@@ -277,7 +277,7 @@ def _add_games_parser(subparsers: Any) -> None:
 def _cmd_games(args: argparse.Namespace) -> int:
     from stable_retro.data import Integrations
 
-    from retrovec.games import list_games
+    from retrovec.retro.games import list_games
 
     inttype = Integrations.ALL if args.all else Integrations.DEFAULT
     games = list_games(inttype, imported_only=args.imported, contains=args.filter)
@@ -315,7 +315,7 @@ def _cmd_states(args: argparse.Namespace) -> int:
     from stable_retro.data import Integrations
 
     from retrovec.errors import RetrovecError
-    from retrovec.games import list_states
+    from retrovec.retro.games import list_states
 
     inttype = Integrations.ALL if args.all else Integrations.DEFAULT
     try:
@@ -439,9 +439,9 @@ def _add_train_parser(subparsers: Any) -> None:
         "train",
         help="train batched PPO on a game (needs the train extra: torch, tensorboard)",
         description=(
-            "Train PPO (retrovec.ppo) on GAME with Atari preprocessing and discrete actions; "
+            "Train PPO (retrovec.training.ppo) on GAME with Atari preprocessing and discrete actions; "
             "TensorBoard events and checkpoint.pt go to --run-dir. Options not listed here "
-            "are set with --arg FIELD=VALUE (any field of retrovec.ppo.Args). See docs/ppo.md."
+            "are set with --arg FIELD=VALUE (any field of retrovec.training.ppo.Args). See docs/ppo.md."
         ),
     )
     p.add_argument(
@@ -468,7 +468,7 @@ def _add_train_parser(subparsers: Any) -> None:
     p.add_argument("--resume", default=None, metavar="CHECKPOINT",
                    help="continue from this checkpoint.pt")
     p.add_argument("--arg", action="append", default=[], metavar="FIELD=VALUE",
-                   help="set any other retrovec.ppo.Args field, e.g. --arg ent_coef=0.02")
+                   help="set any other retrovec.training.ppo.Args field, e.g. --arg ent_coef=0.02")
     p.add_argument("--eval-episodes", type=_nonnegative_int, default=0, metavar="N",
                    help="after training, report mean +- std return over N episodes (default: 0)")
     p.add_argument("--video", default=None, metavar="MP4",
@@ -493,7 +493,7 @@ def _parse_value(text: str) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     try:
-        from retrovec import ppo
+        from retrovec.training import ppo
     except ModuleNotFoundError as exc:
         _error("train", f"{exc.name} is missing: pip install 'retrovec[train]'")
         return 2
@@ -587,7 +587,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         _error("evaluate", "--video and --greedy need a CHECKPOINT")
         return 2
     try:
-        from retrovec import ppo
+        from retrovec.training import ppo
     except ModuleNotFoundError as exc:
         _error("evaluate", f"{exc.name} is missing: pip install 'retrovec[train]'")
         return 2

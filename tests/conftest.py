@@ -53,7 +53,7 @@ def _shm_entries() -> set[str]:
 
 def pytest_sessionstart(session):
     """Make the Atari games playable: import ale-py's ROMs (idempotent, under a second)."""
-    from retrovec.roms import import_ale_roms
+    from retrovec.retro.roms import import_ale_roms
 
     import_ale_roms()
 

@@ -18,7 +18,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _REPLAY = """
 import sys, numpy as np
-from retrovec.replay import replay
+from retrovec.retro.replay import replay
 for path, out in zip(sys.argv[1::2], sys.argv[2::2]):
     steps = list(replay(path))
     np.savez(
@@ -49,7 +49,7 @@ def python(code: str, *args: str, timeout: float = 180) -> subprocess.CompletedP
 
 
 def replay_movies(*paths: Path) -> list[dict[str, np.ndarray]]:
-    """Replay each movie with :func:`retrovec.replay.replay` in one subprocess.
+    """Replay each movie with :func:`retrovec.retro.replay.replay` in one subprocess.
 
     Returns:
         Per movie: ``observations``, ``next_observations``, ``actions``, ``rewards``

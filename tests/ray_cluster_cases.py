@@ -155,7 +155,7 @@ def two_nodes(ray_session):
 
 
 def test_envs_on_two_nodes_step_like_the_process_backend(two_nodes, ray_session):
-    from retrovec.ray_backend import RayRetroVectorEnv
+    from retrovec.core.ray_backend import RayRetroVectorEnv
 
     ray = ray_session
     env_fns = fns(make_airstriker, 4, max_episode_steps=20)
@@ -180,7 +180,7 @@ def test_a_lost_node_is_a_crash_or_a_restart_on_the_node_left(two_nodes, ray_ses
     """Runs last in this module: node b does not come back."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from retrovec.ray_backend import RayRetroVectorEnv
+    from retrovec.core.ray_backend import RayRetroVectorEnv
 
     ray = ray_session
     nodes = two_nodes.node_ids(ray)

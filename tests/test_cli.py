@@ -27,7 +27,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 # The module that defines retrovec.make (which __init__ may re-export under the same name,
 # shadowing the submodule attribute); the CLI looks the factory up there at call time.
-MAKE_MODULE = importlib.import_module("retrovec.factory")
+MAKE_MODULE = importlib.import_module("retrovec.retro.factory")
 
 RUN_FIELDS = {
     "game",

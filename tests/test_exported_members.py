@@ -18,7 +18,7 @@ def test_public_names_are_exactly_all():
 
 
 def test_make_is_the_factory_function():
-    assert callable(retrovec.make) and retrovec.make.__module__ == "retrovec.factory"
+    assert callable(retrovec.make) and retrovec.make.__module__ == "retrovec.retro.factory"
 
 
 def test_importing_retrovec_does_not_import_torch():

@@ -4,7 +4,7 @@ A contender's ``build`` returns a :class:`Runner`: something to reset once and t
 ``step()`` on in the timed loop, which knows how many env steps one call makes
 (``num_envs`` for a vector step, ``batch_size`` for an async batch) and which processes
 are its workers. Every non-retrovec contender builds its envs with
-:func:`retrovec.factory.make_env` and the workload's :class:`~retrovec.wrappers.Preprocessing`,
+:func:`retrovec.retro.factory.make_env` and the workload's :class:`~retrovec.retro.wrappers.Preprocessing`,
 so every contender does the same work inside each env.
 
 To add a contender, write a ``build(game, workload, num_envs, seed) -> Runner`` function
@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from retrovec.wrappers.preprocessing import Preprocessing
+from retrovec.retro.wrappers.preprocessing import Preprocessing
 
 __all__ = [
     "ACTION_BATCHES",
@@ -96,9 +96,9 @@ def plain_env(game: str, workload: Workload) -> Any:
 
 def fast_env(game: str, workload: Workload) -> Any:
     """One env of ``workload`` as :func:`retrovec.make` builds it in each worker: the
-    fused frame loop with :class:`~retrovec.scenario.FastScenario` (same results)."""
-    from retrovec.factory import make_env
-    from retrovec.wrappers.fused import fast_step
+    fused frame loop with :class:`~retrovec.retro.scenario.FastScenario` (same results)."""
+    from retrovec.retro.factory import make_env
+    from retrovec.retro.wrappers.fused import fast_step
 
     env = make_env(game, preprocessing=workload.preprocessing)
     return fast_step(env) if workload.preprocessing is None else env
@@ -274,7 +274,7 @@ class Contender:
 def _build_retrovec(
     game: str, workload: Workload, num_envs: int, seed: int, *, copy: bool, **kwargs: Any
 ) -> Runner:
-    from retrovec.factory import make
+    from retrovec.retro.factory import make
 
     envs = make(game, num_envs, preprocessing=workload.preprocessing, copy=copy, **kwargs)
     return VectorRunner(envs, seed)
@@ -285,7 +285,7 @@ def _batch_size(num_envs: int) -> int:
 
 
 def _build_retrovec_batches(game: str, workload: Workload, num_envs: int, seed: int) -> Runner:
-    from retrovec.factory import make
+    from retrovec.retro.factory import make
 
     batch_size = _batch_size(num_envs)
     envs = make(game, num_envs, preprocessing=workload.preprocessing, batch_size=batch_size)
@@ -293,7 +293,7 @@ def _build_retrovec_batches(game: str, workload: Workload, num_envs: int, seed: 
 
 
 def _retrovec_batches_available() -> str | None:
-    from retrovec.vector_env import AsyncRetroVectorEnv
+    from retrovec.core.process_backend import AsyncRetroVectorEnv
 
     if hasattr(AsyncRetroVectorEnv, "recv"):
         return None
@@ -344,7 +344,7 @@ class RayRunner(VectorRunner):
 def _build_retrovec_ray(game: str, workload: Workload, num_envs: int, seed: int) -> Runner:
     import ray
 
-    from retrovec.factory import make
+    from retrovec.retro.factory import make
 
     started = not ray.is_initialized()
     if started:  # a local instance sized for this run; a connected cluster is used as is

@@ -20,7 +20,7 @@ from typing import Any
 
 from retrovec.benchmark.contenders import CONTENDERS, WORKLOADS, Contender, contender_status
 from retrovec.benchmark.measure import measure_contender, measure_growth, run_child
-from retrovec.processes import available_cores
+from retrovec.core.processes import available_cores
 
 __all__ = [
     "DEFAULT_GAME",
@@ -266,7 +266,7 @@ def run_benchmark(config: BenchmarkConfig | None = None, progress: bool = False)
     """
     from tqdm import tqdm
 
-    from retrovec.games import validate_game
+    from retrovec.retro.games import validate_game
 
     config = config if config is not None else BenchmarkConfig()
     validate_game(config.game)

@@ -1,0 +1,434 @@
+"""Build stable-retro environments: many in worker processes, or one in this process.
+
+:func:`make` is the entry point of retrovec: it checks its arguments in the parent, then
+returns an :class:`~retrovec.core.process_backend.AsyncRetroVectorEnv` whose workers each build one
+emulator (stable-retro allows one per process). :func:`make_env` builds a single env in
+the calling process; it is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id.
+
+Example:
+    >>> from retrovec.retro.factory import make
+    >>> envs = make("Airstriker-Genesis-v0", num_envs=2)  # doctest: +SKIP
+    >>> obs, infos = envs.reset(seed=0)  # doctest: +SKIP
+    >>> obs.shape  # doctest: +SKIP
+    (2, 224, 320, 3)
+    >>> envs.close()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import operator
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import gymnasium as gym
+import stable_retro
+from stable_retro import Actions, Observations, State
+from stable_retro.data import Integrations
+
+from retrovec.errors import InvalidGameError
+from retrovec.retro.games import resolve_inttype, validate_data_file, validate_game, validate_state
+from retrovec.retro.multiplayer import PlayerRewards
+from retrovec.core.processes import available_cores
+from retrovec.retro.recording import RecordMovies, env_movie_dir
+from retrovec.retro.scenario import remember_scenario_path, scenario_path
+from retrovec.core.process_backend import AsyncRetroVectorEnv
+from retrovec.retro.wrappers.fused import fast_step
+from retrovec.retro.wrappers.preprocessing import Preprocessing
+
+__all__ = ["BACKENDS", "DEFAULT_GAME", "default_num_envs", "make", "make_env"]
+
+BACKENDS = ("process", "ray")
+"""Where :func:`make` runs the envs: worker processes here, or Ray actors."""
+
+DEFAULT_GAME = "Airstriker-Genesis-v0"
+"""The one game whose ROM ships with stable-retro."""
+
+StateArg = str | os.PathLike[str] | State
+Wrapper = Callable[[gym.Env], gym.Env]
+
+
+def default_num_envs() -> int:
+    """The number of envs :func:`make` builds when not told: the CPUs this process may use.
+
+    Returns:
+        ``len(os.sched_getaffinity(0))`` where the OS has it (it honours ``taskset`` and
+        CPU pinning), else ``os.cpu_count()``, and at least 1.
+
+    Example:
+        >>> default_num_envs() >= 1
+        True
+    """
+    return available_cores()
+
+
+def _make_retro_env(
+    game: str,
+    state: StateArg,
+    retro_kwargs: dict[str, Any],
+    make_fn: Callable[..., gym.Env] | None,
+    wrappers: tuple[Wrapper, ...],
+    custom_paths: tuple[str, ...],
+) -> gym.Env:
+    """Build one env inside a worker; :func:`make` binds it with ``functools.partial``."""
+    if custom_paths:  # a spawned worker does not inherit the parent's custom integrations
+        Integrations._init()
+        for path in custom_paths:
+            if path not in Integrations.CUSTOM_PATHS:
+                Integrations.add_custom_path(path)
+    env = (make_fn or stable_retro.make)(game=game, state=state, **retro_kwargs)
+    if make_fn is None:  # lets FusedFrameSkip compute rewards without update_ram
+        path = scenario_path(game, retro_kwargs.get("scenario"), retro_kwargs.get("inttype"))
+        remember_scenario_path(env, path)
+    for wrapper in wrappers:
+        env = wrapper(env)
+    return env
+
+
+def _is_int_at_least(value: object, low: int) -> bool:
+    try:
+        index = operator.index(value)  # type: ignore[arg-type]
+    except TypeError:
+        return False
+    return not isinstance(value, bool) and index >= low
+
+
+def _check_num_envs(num_envs: object) -> int:
+    if isinstance(num_envs, bool) or not hasattr(num_envs, "__index__"):
+        raise TypeError(f"num_envs must be an int >= 1, got {num_envs!r}")
+    n = operator.index(num_envs)  # type: ignore[arg-type]
+    if n < 1:
+        raise InvalidGameError(f"num_envs must be an int >= 1, got {n}")
+    return n
+
+
+def _check_wrappers(wrappers: Sequence[Wrapper]) -> tuple[Wrapper, ...]:
+    if callable(wrappers):
+        raise TypeError(
+            f"wrappers must be a sequence of callables env -> env, got {wrappers!r}: "
+            "for a single wrapper pass a list, wrappers=[wrapper]"
+        )
+    if not isinstance(wrappers, Sequence) or isinstance(wrappers, str):
+        raise TypeError(
+            "wrappers must be a sequence of callables env -> env, applied in order, got "
+            f"{wrappers!r}"
+        )
+    for i, wrapper in enumerate(wrappers):
+        if not callable(wrapper):
+            raise TypeError(f"wrappers[{i}] must be a callable env -> env, got {wrapper!r}")
+    return tuple(wrappers)
+
+
+def make(
+    game: str = DEFAULT_GAME,
+    num_envs: int | None = None,
+    *,
+    state: StateArg | Sequence[StateArg] = State.DEFAULT,
+    scenario: str | None = None,
+    info: str | None = None,
+    players: int = 1,
+    obs_type: Observations = Observations.IMAGE,
+    use_restricted_actions: Actions = Actions.FILTERED,
+    inttype: Integrations = Integrations.DEFAULT,
+    render_mode: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    max_episode_steps: int | None = None,
+    wrappers: Sequence[Wrapper] = (),
+    make_fn: Callable[..., gym.Env] | None = None,
+    validate: bool | None = None,
+    seed: int | None = None,
+    multi_rewards: bool = False,
+    record: str | os.PathLike[str] | None = None,
+    backend: str = "process",
+    **vector_kwargs: Any,
+) -> AsyncRetroVectorEnv:
+    """Run ``num_envs`` copies of a stable-retro game, each in its own worker process.
+
+    Every argument is checked in this process before any worker starts, so a typo fails
+    fast with a message that says what was expected. The returned env is not reset: call
+    ``envs.reset(seed=...)`` as with any gymnasium vector env.
+
+    Args:
+        game: A stable-retro game id; see :func:`retrovec.retro.games.list_games`.
+        num_envs: How many envs (and worker processes). ``None``: the length of ``state``
+            when that is a sequence, else :func:`default_num_envs` (the CPUs this process
+            may use).
+        state: Where each env starts: ``stable_retro.State.DEFAULT`` (the game's default
+            state), ``stable_retro.State.NONE`` (power-on), a state name such as
+            ``"Level1"``, or the path of a gzip-compressed ``.state`` file; or a sequence
+            (list, tuple) of those with exactly one per env. A string is one state.
+        scenario: Name (without ``.json``) or ``.json`` path of the scenario file that
+            defines reward and done; ``None``: the game's ``scenario.json``.
+        info: Name or ``.json`` path of the data file that names RAM variables;
+            ``None``: the game's ``data.json``.
+        players: Number of players.
+        obs_type: ``Observations.IMAGE`` (RGB frames) or ``Observations.RAM``.
+        use_restricted_actions: The action space, as in :func:`stable_retro.make`.
+        inttype: Integrations to search for the game. The default,
+            ``Integrations.DEFAULT``, is stable-retro's: stable games plus whatever
+            ``stable_retro.data.add_custom_integration`` added in this process. It is
+            resolved here and the custom paths are re-added in each worker, so custom
+            integrations also work with the ``spawn`` and ``forkserver`` start methods.
+        render_mode: ``None`` or ``"rgb_array"``; workers cannot open windows.
+        preprocessing: A :class:`~retrovec.retro.wrappers.Preprocessing` (frame skip and
+            max-pooling, sticky actions, no-op starts, grayscale, crop, resize, frame
+            stack, channels first), e.g. ``Preprocessing.atari()``. Each worker applies it
+            to its env before ``max_episode_steps`` and ``wrappers``; see
+            ``docs/preprocessing.md``.
+        max_episode_steps: If given, each env is wrapped in
+            :class:`gymnasium.wrappers.TimeLimit` after ``preprocessing`` and before
+            ``wrappers``: it counts agent steps (calls to ``step``), so with
+            ``frame_skip=4`` an episode lasts at most ``4 * max_episode_steps`` frames
+            (no-op frames at reset not counted).
+        wrappers: Callables ``env -> env`` applied in order inside each worker, e.g.
+            gymnasium wrapper classes. With the ``spawn`` or ``forkserver`` start methods
+            they must be picklable by cloudpickle.
+        make_fn: Replaces :func:`stable_retro.make` in each worker. It is called as
+            ``make_fn(game=..., state=..., scenario=..., info=..., players=...,
+            obs_type=..., use_restricted_actions=..., inttype=..., render_mode=...)`` and
+            must return a gymnasium env; it may build a ``RetroEnv`` subclass, register a
+            custom integration first, or ignore ``game`` altogether.
+        validate: Check ``game``, ``state``, ``scenario`` and ``info`` against the files
+            of stable-retro's integrations. ``None`` (default): check them unless
+            ``make_fn`` is given, since a custom ``make_fn`` may resolve them its own way
+            (say, an integration it registers inside the worker). Pass ``True`` to keep
+            the checks with a ``make_fn`` that uses stable-retro's integrations. Argument
+            types, counts and ``render_mode`` are always checked.
+        seed: If given, seeds ``action_space``, ``single_action_space``,
+            ``observation_space`` and ``single_observation_space`` so that ``sample()`` is
+            reproducible. It does not reset the env; pass a seed to ``reset`` for that.
+            Note that ``RetroEnv.reset(seed=...)`` only seeds ``np_random``: the emulator
+            itself is deterministic and restarts from the same state.
+        multi_rewards: Also report every player's reward: the step info gets
+            ``info["rewards"]``, shape ``(players,)`` (batched: ``(num_envs, players)``),
+            while the reward stays player 1's; see :mod:`retrovec.retro.multiplayer`.
+        record: A folder: every env writes one stable-retro ``.bk2`` movie per episode
+            into its own subfolder ``record/env-{i:03d}/``, numbered after the movies
+            already there, never overwriting one; see :mod:`retrovec.retro.recording`. The
+            folders are created here.
+        **vector_kwargs: Passed to :class:`~retrovec.core.process_backend.AsyncRetroVectorEnv`:
+            ``shared_memory``, ``copy``, ``context``, ``daemon``, ``observation_mode``,
+            ``autoreset_mode``, ``timeout``.
+        backend: ``"process"`` (default): every env in a worker process of this
+            machine. ``"ray"``: every env in a Ray actor, anywhere in a Ray cluster,
+            behind the same API (:class:`~retrovec.core.ray_backend.RayRetroVectorEnv`; needs
+            ``pip install 'retrovec[ray]'``; see ``docs/ray.md``). ``vector_kwargs`` then
+            go to that class (``num_cpus``, ``actor_options``, ``copy``, ...).
+
+    Returns:
+        The vector env, not yet reset. Close it (or use it in a ``with`` block) to stop
+        the workers.
+
+    Raises:
+        UnknownGameError: No integration has ``game``; the message lists close names.
+        RomNotImportedError: The game's ROM is not imported; the message says how.
+        UnknownStateError: The game has no such state; the message lists its states.
+        InvalidGameError: ``num_envs`` < 1, a state list whose length is not
+            ``num_envs``, or a missing scenario or info file.
+        ValueError: ``render_mode`` is not ``None`` or ``"rgb_array"``; bad ``players``,
+            ``max_episode_steps`` or ``seed``; ``record`` is a file; ``preprocessing``
+            that needs images with ``obs_type=Observations.RAM``.
+        TypeError: An argument of the wrong type, such as ``wrappers`` that are not a
+            sequence of callables.
+
+    Example:
+        >>> import retrovec
+        >>> envs = retrovec.make("Airstriker-Genesis-v0", num_envs=2,
+        ...                      state=["Level1", "/path/to/Later.state"])  # doctest: +SKIP
+        >>> with envs:  # doctest: +SKIP
+        ...     obs, infos = envs.reset(seed=0)
+        ...     obs, rewards, terminations, truncations, infos = envs.step(
+        ...         envs.action_space.sample())
+    """
+    one_state = isinstance(state, (str, os.PathLike, State))
+    if not one_state and not isinstance(state, Sequence):
+        raise TypeError(
+            "state must be a state name, a .state path, a stable_retro.State, or a sequence "
+            f"with one of those per env, got {state!r}"
+        )
+    if num_envs is None:
+        num_envs = default_num_envs() if one_state else len(state)
+    num_envs = _check_num_envs(num_envs)
+    states = [state] * num_envs if one_state else list(state)
+    for i, s in enumerate(states):
+        if not isinstance(s, (str, os.PathLike, State)):
+            raise TypeError(
+                f"state[{i}] must be a state name, a .state path or a stable_retro.State, "
+                f"got {s!r}"
+            )
+    if len(states) != num_envs:
+        raise InvalidGameError(
+            f"state lists {len(states)} states but num_envs is {num_envs}: pass one state "
+            "for every env, or a sequence with exactly one state per env."
+        )
+    if render_mode not in (None, "rgb_array"):
+        raise ValueError(
+            f"render_mode must be None or 'rgb_array', got {render_mode!r}: the envs run in "
+            "worker processes, which cannot open windows; use 'rgb_array' and show the "
+            "frames from envs.render() yourself."
+        )
+    if not _is_int_at_least(players, 1):
+        raise ValueError(f"players must be an int >= 1, got {players!r}")
+    if max_episode_steps is not None and not _is_int_at_least(max_episode_steps, 1):
+        raise ValueError(
+            f"max_episode_steps must be None or an int >= 1, got {max_episode_steps!r}"
+        )
+    if seed is not None and not _is_int_at_least(seed, 0):
+        raise ValueError(f"seed must be None or an int >= 0, got {seed!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
+    if not isinstance(multi_rewards, bool):
+        raise TypeError(f"multi_rewards must be True or False, got {multi_rewards!r}")
+    if record is not None:
+        if not isinstance(record, (str, os.PathLike)):
+            raise TypeError(f"record must be None or a folder path, got {record!r}")
+        if os.path.exists(record) and not os.path.isdir(record):
+            raise ValueError(f"record must be a folder, but {os.fspath(record)!r} is a file")
+    wrappers = _check_wrappers(wrappers)
+    if make_fn is not None and not callable(make_fn):
+        raise TypeError(f"make_fn must be callable like stable_retro.make, got {make_fn!r}")
+    if not isinstance(obs_type, Observations):
+        raise TypeError(f"obs_type must be a stable_retro.Observations, got {obs_type!r}")
+    if not isinstance(use_restricted_actions, Actions):
+        raise TypeError(
+            f"use_restricted_actions must be a stable_retro.Actions, got {use_restricted_actions!r}"
+        )
+    if preprocessing is not None:
+        if not isinstance(preprocessing, Preprocessing):
+            raise TypeError(
+                "preprocessing must be None or a retrovec.retro.wrappers.Preprocessing, e.g. "
+                f"Preprocessing.atari(), got {preprocessing!r}"
+            )
+        if obs_type == Observations.RAM and preprocessing.image_steps:
+            raise ValueError(
+                f"preprocessing {', '.join(preprocessing.image_steps)} need image "
+                "observations, but obs_type is Observations.RAM; with RAM use only "
+                "frame_skip (with max_pool=False), sticky_action_prob, noop_max and "
+                "frame_stack"
+            )
+
+    inttype = resolve_inttype(inttype)
+    if validate or (validate is None and make_fn is None):
+        validate_game(game, inttype)
+        checked: dict[Any, StateArg] = {}
+        for i, s in enumerate(states):
+            if s not in checked:
+                checked[s] = validate_state(game, s, inttype)
+            states[i] = checked[s]
+        scenario = validate_data_file(game, scenario, "scenario", inttype)
+        info = validate_data_file(game, info, "info", inttype)
+
+    if max_episode_steps is not None:
+        limit = functools.partial(gym.wrappers.TimeLimit, max_episode_steps=max_episode_steps)
+        wrappers = (limit, *wrappers)
+    if multi_rewards:  # outside preprocessing, whose frame skip sums per-player rewards
+        wrappers = (PlayerRewards, *wrappers)
+    if preprocessing is not None:  # inside the TimeLimit: max_episode_steps counts agent steps
+        wrappers = (preprocessing.wrap, *wrappers)
+    else:  # RetroEnv.step without update_ram; Preprocessing(fused=False) turns it off
+        wrappers = (fast_step, *wrappers)
+    # Movies wrap the RetroEnv itself: started by its own reset, holding every frame.
+    per_env: list[tuple[Wrapper, ...]] = [()] * num_envs
+    if record is not None:
+        movie_dirs = [os.path.abspath(env_movie_dir(record, i)) for i in range(num_envs)]
+        for directory in movie_dirs:
+            os.makedirs(directory, exist_ok=True)
+        per_env = [(functools.partial(RecordMovies, directory=d),) for d in movie_dirs]
+    custom_paths: tuple[str, ...] = ()
+    if inttype & Integrations.CUSTOM_ONLY:
+        Integrations._init()
+        custom_paths = tuple(Integrations.CUSTOM_PATHS)
+    retro_kwargs = dict(
+        scenario=scenario,
+        info=info,
+        players=players,
+        obs_type=obs_type,
+        use_restricted_actions=use_restricted_actions,
+        inttype=inttype,
+        render_mode=render_mode,
+    )
+    env_fns = [
+        functools.partial(
+            _make_retro_env, game, s, retro_kwargs, make_fn, (*first, *wrappers), custom_paths
+        )
+        for s, first in zip(states, per_env)
+    ]
+    if backend == "ray":
+        from retrovec.core.ray_backend import RayRetroVectorEnv  # Ray is an optional extra
+
+        envs = RayRetroVectorEnv(env_fns, **vector_kwargs)
+    else:
+        envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
+    if seed is not None:
+        try:
+            for space in (
+                envs.action_space,
+                envs.single_action_space,
+                envs.observation_space,
+                envs.single_observation_space,
+            ):
+                space.seed(seed)
+        except BaseException:
+            envs.close()
+            raise
+    return envs
+
+
+def make_env(
+    game: str = DEFAULT_GAME,
+    state: StateArg = State.DEFAULT,
+    *,
+    inttype: Integrations = Integrations.DEFAULT,
+    render_mode: str | None = None,
+    preprocessing: Preprocessing | None = None,
+    **retro_kwargs: Any,
+) -> gym.Env:
+    """Build one stable-retro env in this process, after the same checks as :func:`make`.
+
+    This is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id. Unlike
+    :func:`stable_retro.make`, ``render_mode`` defaults to ``None`` rather than
+    ``"human"`` (which opens a window). Only one emulator may exist per process.
+
+    Args:
+        game: A stable-retro game id.
+        state: A ``stable_retro.State``, state name, or ``.state`` path.
+        inttype: Integrations to search for the game.
+        render_mode: ``None``, ``"rgb_array"`` or ``"human"``.
+        preprocessing: As in :func:`make`: applied to the env before it is returned
+            (``gymnasium.make``'s ``max_episode_steps`` then wraps it, as in :func:`make`).
+        **retro_kwargs: Other arguments of :class:`stable_retro.RetroEnv`: ``scenario``,
+            ``info``, ``players``, ``obs_type``, ``use_restricted_actions``, ``record``.
+
+    Returns:
+        A :class:`stable_retro.RetroEnv`, wrapped by ``preprocessing`` if given.
+
+    Raises:
+        UnknownGameError, RomNotImportedError, UnknownStateError: as :func:`make`.
+
+    Example:
+        >>> env = make_env("Airstriker-Genesis-v0", state="Level1")  # doctest: +SKIP
+        >>> obs, info = env.reset()  # doctest: +SKIP
+        >>> env.close()  # doctest: +SKIP
+    """
+    inttype = resolve_inttype(inttype)
+    validate_game(game, inttype)
+    state = validate_state(game, state, inttype)
+    for kind in ("scenario", "info"):
+        retro_kwargs[kind] = validate_data_file(game, retro_kwargs.get(kind), kind, inttype)
+    if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
+        raise TypeError(
+            "preprocessing must be None or a retrovec.retro.wrappers.Preprocessing, got "
+            f"{preprocessing!r}"
+        )
+    env = stable_retro.make(
+        game=game, state=state, inttype=inttype, render_mode=render_mode, **retro_kwargs
+    )
+    remember_scenario_path(env, scenario_path(game, retro_kwargs.get("scenario"), inttype))
+    if preprocessing is None:
+        return env
+    try:
+        return preprocessing.wrap(env)
+    except BaseException:
+        env.close()  # free this process's one emulator slot
+        raise

@@ -1,0 +1,162 @@
+"""retrovec.training.sb3: an AsyncRetroVectorEnv as a Stable-Baselines3 VecEnv."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+pytest.importorskip("stable_baselines3")
+pytest.importorskip("torch")
+
+from gymnasium.vector import AutoresetMode  # noqa: E402
+from stable_baselines3.common.vec_env import VecFrameStack, VecMonitor  # noqa: E402
+
+import retrovec  # noqa: E402
+from retrovec.training.sb3 import Sb3VecEnv, make_sb3, unbatch_infos  # noqa: E402
+from tests.envs import fns, make_toy  # noqa: E402
+
+GAME = "Airstriker-Genesis-v0"
+# grey 84x84, one channel first: SB3's CnnPolicy wants (C, H, W); VecFrameStack stacks C.
+PRE = retrovec.Preprocessing(frame_skip=4, grayscale=True, resize=84, channels_first=True)
+
+
+def toy_vec(mode: AutoresetMode, n: int = 2, **kwargs) -> retrovec.AsyncRetroVectorEnv:
+    return retrovec.AsyncRetroVectorEnv(
+        fns(make_toy, n, **kwargs), autoreset_mode=mode, context="fork"
+    )
+
+
+def test_unbatch_infos_splits_masks_and_nested_dicts():
+    infos = {
+        "t": np.array([3, 0]),
+        "_t": np.array([True, False]),
+        "nested": {"a": np.array([0, 7]), "_a": np.array([False, True])},
+        "_nested": np.array([True, True]),
+    }
+    assert unbatch_infos(infos, 2) == [{"t": 3, "nested": {}}, {"nested": {"a": 7}}]
+
+
+def test_rejects_a_next_step_env_with_a_clear_error():
+    venv = toy_vec(AutoresetMode.NEXT_STEP)
+    try:
+        with pytest.raises(ValueError, match="autoreset_mode=SAME_STEP, got NEXT_STEP"):
+            Sb3VecEnv(venv)
+    finally:
+        venv.close()
+
+
+def test_make_sb3_rejects_another_autoreset_mode_before_starting_workers():
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        make_sb3(GAME, 2, autoreset_mode=AutoresetMode.NEXT_STEP)
+
+
+def test_vec_env_methods_on_toy_envs():
+    def wrapped_toy():
+        return gym.wrappers.TimeLimit(make_toy(render_mode="rgb_array"), max_episode_steps=50)
+
+    venv = retrovec.AsyncRetroVectorEnv(
+        [wrapped_toy] * 2, autoreset_mode=AutoresetMode.SAME_STEP, context="fork"
+    )
+    adapter = Sb3VecEnv(venv)
+    try:
+        assert adapter.seed(5) == [5, 6]
+        obs = adapter.reset()
+        assert set(obs) == {"position", "flag", "pair"} and obs["position"].shape == (2, 3)
+        assert adapter.reset_infos[0]["reset_tag"] == "fresh"
+        assert adapter.get_attr("max_steps") == [12, 12]
+        adapter.set_attr("scale", 2.0, indices=[1])
+        assert adapter.get_attr("scale") == [1.0, 2.0]
+        assert adapter.get_attr("scale", indices=1) == [2.0]
+        assert adapter.env_method("add", 1, b=2) == [3, 3]
+        assert adapter.env_method("add", 1, indices=[0]) == [1]
+        assert adapter.env_is_wrapped(gym.wrappers.TimeLimit) == [True, True]
+        assert adapter.env_is_wrapped(gym.wrappers.OrderEnforcing, indices=[1]) == [False]
+        images = adapter.get_images()
+        assert len(images) == 2 and images[0].shape == (4, 6, 3)
+        assert adapter.render_mode == "rgb_array"
+    finally:
+        adapter.close()
+
+
+def test_reset_seeds_are_used_once_and_reproducible():
+    adapter = Sb3VecEnv(toy_vec(AutoresetMode.SAME_STEP))
+    try:
+        adapter.seed(3)
+        first = adapter.reset()["position"].copy()
+        adapter.seed(3)
+        again = adapter.reset()["position"].copy()
+        unseeded = adapter.reset()["position"].copy()
+    finally:
+        adapter.close()
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, unseeded)
+
+
+def test_terminal_observation_matches_a_next_step_reference():
+    """Airstriker cut into 5-step episodes: SB3's view of the episode end equals what a
+    NEXT_STEP env shows (last obs at step 5, the reset obs at step 6)."""
+    steps, actions = 7, np.zeros((2, 12), dtype=np.int8)
+    actions[:, 0] = 1  # fire (B), both envs
+    reference = retrovec.make(GAME, 2, preprocessing=PRE, max_episode_steps=5)
+    try:
+        reference.reset(seed=0)
+        expected = [reference.step(actions) for _ in range(steps)]
+    finally:
+        reference.close()
+
+    adapter = make_sb3(GAME, 2, preprocessing=PRE, max_episode_steps=5)
+    try:
+        adapter.seed(0)
+        adapter.reset()
+        got = []
+        for _ in range(steps - 1):  # SB3 has no separate reset step
+            adapter.step_async(actions.astype(np.float32))  # SB3 gives MultiBinary as floats
+            obs, rewards, dones, infos = adapter.step_wait()
+            got.append((obs.copy(), rewards, dones, infos))
+    finally:
+        adapter.close()
+
+    for t in range(4):  # steps 1..4: the same transitions
+        np.testing.assert_array_equal(got[t][0], expected[t][0])
+        np.testing.assert_allclose(got[t][1], expected[t][1])
+        assert not got[t][2].any() and "terminal_observation" not in got[t][3][0]
+    obs, rewards, dones, infos = got[4]  # step 5: the time limit
+    assert dones.tolist() == [True, True]
+    np.testing.assert_allclose(rewards, expected[4][1])
+    for i in range(2):
+        np.testing.assert_array_equal(infos[i]["terminal_observation"], expected[4][0][i])
+        assert infos[i]["TimeLimit.truncated"] is True
+        assert "lives" in infos[i]  # the last step's info, not the reset's
+    np.testing.assert_array_equal(obs, expected[5][0])  # the reset obs (NEXT_STEP's step 6)
+    np.testing.assert_array_equal(got[5][0], expected[6][0])  # then the new episode goes on
+
+
+def test_ppo_cnn_policy_learns_with_vec_monitor_and_frame_stack():
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    class Episodes(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.episodes: list[dict] = []
+
+        def _on_step(self) -> bool:
+            self.episodes += [info["episode"] for info in self.locals["infos"] if "episode" in info]
+            return True
+
+    venv = VecFrameStack(VecMonitor(make_sb3(GAME, 2, preprocessing=PRE, max_episode_steps=20)), 4)
+    try:
+        assert venv.observation_space.shape == (4, 84, 84)
+        model = PPO(
+            "CnnPolicy", venv, n_steps=32, batch_size=32, n_epochs=1, seed=0, device="cpu",
+            verbose=0,
+        )
+        callback = Episodes()
+        model.learn(300, callback=callback)
+    finally:
+        venv.close()
+    assert model.num_timesteps >= 300
+    assert len(callback.episodes) >= 2  # 2 envs x >= 128 steps, episodes of <= 20 steps
+    assert all(1 <= e["l"] <= 20 for e in callback.episodes)
+    assert len(model.ep_info_buffer) == len(callback.episodes)
