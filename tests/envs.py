@@ -229,3 +229,162 @@ class SlowSteps(gym.Wrapper):
 def make_slow_airstriker(delay: float):
     """The real emulator, slowed down: for timeouts."""
     return SlowSteps(make_airstriker(max_episode_steps=1000), delay)
+
+
+# ----------------------------------------------------------------------------------------
+# Fakes for tests/core/test_failure_paths.py: small, fast envs whose failures are switched
+# on through constructor arguments or set_attr, and whose results can be checked exactly.
+
+
+class ProbeEnv(gym.Env):
+    """A tiny env whose results say where they came from.
+
+    The observation is ``[seed, level, t]`` (float64): the seed of the last reset (``-1``
+    for ``None``), ``options["level"]`` of the last reset (``0`` without one), and the
+    steps since that reset. Every step has reward 1.0 and neither flag set; its info holds
+    ``t`` and, when :attr:`info_bytes` is set, ``blob``: ``info_bytes`` bytes of value
+    ``t % 256``.
+
+    Switches (constructor arguments, or ``set_attr`` on a live env):
+
+    * ``delay``: seconds every step sleeps.
+    * ``info_bytes``: size of ``info["blob"]``.
+    * ``step_marker``: a file created at the end of every step, just before the reply.
+    * ``fail_next_step``: the next step raises :class:`ToyError` (once).
+    * ``die_on_seed`` and ``die_marker``: ``reset(seed=die_on_seed)`` kills the worker
+      with ``os._exit(7)`` the first time only (the marker file remembers).
+    * ``close_marker``: ``close()`` creates ``f"{close_marker}.{tag}"``.
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        tag: int = 0,
+        delay: float = 0.0,
+        info_bytes: int = 0,
+        die_on_seed: int | None = None,
+        die_marker: str | None = None,
+        close_marker: str | None = None,
+    ):
+        self.tag = tag
+        self.delay = delay
+        self.info_bytes = info_bytes
+        self.step_marker: str | None = None
+        self.fail_next_step = False
+        self.die_on_seed = die_on_seed
+        self.die_marker = die_marker
+        self.close_marker = close_marker
+        self.observation_space = spaces.Box(-1e9, 1e9, (3,), np.float64)
+        self.action_space = spaces.Discrete(2)
+        self.seed_seen = -1
+        self.level = 0
+        self.t = 0
+
+    def _observation(self) -> np.ndarray:
+        return np.array([self.seed_seen, self.level, self.t], dtype=np.float64)
+
+    def reset(self, *, seed=None, options=None):
+        if (
+            self.die_on_seed is not None
+            and seed == self.die_on_seed
+            and self.die_marker is not None
+            and not os.path.exists(self.die_marker)
+        ):
+            open(self.die_marker, "w").close()
+            faulthandler.disable()
+            os._exit(7)
+        super().reset(seed=seed)
+        self.seed_seen = -1 if seed is None else seed
+        self.level = int((options or {}).get("level", 0))
+        self.t = 0
+        return self._observation(), {"reset_seed": self.seed_seen}
+
+    def step(self, action):
+        if self.delay:
+            time.sleep(self.delay)
+        if self.fail_next_step:
+            self.fail_next_step = False
+            raise ToyError("boom in step")
+        self.t += 1
+        info: dict[str, Any] = {"t": self.t}
+        if self.info_bytes:
+            info["blob"] = bytes([self.t % 256]) * self.info_bytes
+        if self.step_marker is not None:
+            open(self.step_marker, "w").close()
+        return self._observation(), 1.0, False, False, info
+
+    def echo(self, value=None):
+        return value
+
+    def reply_for(self, tag: int):
+        """An object the parent cannot unpickle for env ``tag``; the tag for the others."""
+        return Unloadable() if tag == self.tag else self.tag
+
+    def close(self):
+        if self.close_marker is not None:
+            open(f"{self.close_marker}.{self.tag}", "w").close()
+
+
+def probe_fns(n: int, **kwargs: Any) -> list:
+    """``n`` ProbeEnv functions, tagged 0 to n-1."""
+    return [partial(ProbeEnv, tag=i, **kwargs) for i in range(n)]
+
+
+def _refuse_to_load(*args: Any) -> None:
+    raise RuntimeError("this object cannot be unpickled here")
+
+
+class Unloadable:
+    """Pickles fine; unpickling it raises."""
+
+    def __reduce__(self):
+        return _refuse_to_load, ()
+
+
+class UnpicklableEnvFn:
+    """An env function that builds a ProbeEnv but cannot be pickled (spawn, forkserver)."""
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+
+    def __call__(self) -> ProbeEnv:
+        return ProbeEnv(**self.kwargs)
+
+    def __reduce__(self):
+        raise TypeError("UnpicklableEnvFn cannot be pickled")
+
+
+def make_probe_counting_builds(counter: str, die_on: int, **kwargs: Any) -> ProbeEnv:
+    """A ProbeEnv, built by a worker that dies (``os._exit(5)``) on the ``die_on``-th build
+    counted in the file ``counter`` (shared by every worker built from this function)."""
+    count = 1
+    if os.path.exists(counter):
+        with open(counter) as file:
+            count = int(file.read() or 0) + 1
+    with open(counter, "w") as file:
+        file.write(str(count))
+    if count == die_on:
+        faulthandler.disable()
+        os._exit(5)
+    return ProbeEnv(**kwargs)
+
+
+class BigSpaceEnv(gym.Env):
+    """An observation space whose bounds are arrays (~1.5 MB pickled): the worker's first
+    reply (its description) is large."""
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, shape: tuple[int, ...] = (512, 512, 3)):
+        low = np.zeros(shape, dtype=np.uint8)
+        high = np.full(shape, 255, dtype=np.uint8)
+        self.observation_space = spaces.Box(low, high, dtype=np.uint8)
+        self.action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(self.observation_space.shape, np.uint8), {}
+
+    def step(self, action):
+        return np.zeros(self.observation_space.shape, np.uint8), 0.0, False, False, {}

@@ -24,6 +24,8 @@ Example:
     >>> batch = arena.observations()
     >>> sorted(batch), batch["rgb"].shape, arena.rewards.dtype
     (['ram', 'rgb'], (2, 4, 4, 3), dtype('float64'))
+    >>> arena.info_columns.shape == (2, INFO_SLOTS), arena.info_columns.ctypes.data % 64
+    (True, 0)
     >>> write = arena.observation_writer(index=1)
     >>> write({"rgb": np.ones((4, 4, 3), np.uint8), "ram": np.arange(8, dtype=np.uint8)})
     >>> int(batch["rgb"][1].sum()), int(batch["rgb"][0].sum())
@@ -45,7 +47,10 @@ from gymnasium import spaces
 from gymnasium.error import CustomSpaceError
 from gymnasium.vector.utils import batch_space
 
+from retrovec.core.info_columns import INFO_SLOTS
+
 __all__ = [
+    "INFO_SLOTS",
     "ArenaLayout",
     "Field",
     "SharedArena",
@@ -55,6 +60,9 @@ __all__ = [
 ]
 
 _ALIGNMENT = 64  # a cache line: no two fields share one
+# Row-aligned info columns: each env's row is whole cache lines, so it starts on its own
+# line and no two workers write to one line (fields start on a line, mmap on a page).
+assert INFO_SLOTS * 8 % _ALIGNMENT == 0
 _SHAREABLE = (spaces.Box, spaces.Discrete, spaces.MultiBinary, spaces.MultiDiscrete)
 
 Path = tuple[Any, ...]
@@ -110,7 +118,7 @@ def _integer_bounds(space: spaces.Space) -> Iterator[tuple[Path, tuple[np.ndarra
             yield path, (np.asarray(leaf.start), np.asarray(leaf.start + leaf.nvec - 1))
         elif isinstance(leaf, spaces.MultiBinary):
             yield path, (np.asarray(0), np.asarray(1))
-        elif isinstance(leaf, spaces.Box) and np.issubdtype(leaf.dtype, np.integer):
+        elif isinstance(leaf, spaces.Box) and leaf.dtype.kind in "biu":  # bool Box too
             yield path, (leaf.low, leaf.high)
 
 
@@ -253,6 +261,7 @@ class ArenaLayout:
         add("scalar", ("rewards",), np.float64, (num_envs,))
         add("scalar", ("terminations",), np.bool_, (num_envs,))
         add("scalar", ("truncations",), np.bool_, (num_envs,))
+        add("scalar", ("info_columns",), np.int64, (num_envs, INFO_SLOTS))
         return cls(
             num_envs=num_envs,
             fields=tuple(fields),
@@ -284,6 +293,9 @@ class SharedArena:
         rewards: ``(num_envs,)`` float64 view.
         terminations: ``(num_envs,)`` bool view.
         truncations: ``(num_envs,)`` bool view.
+        info_columns: ``(num_envs, INFO_SLOTS)`` int64 view, one row of scalar info
+            values per env, each row on its own cache lines (see
+            :mod:`retrovec.core.info_columns`).
     """
 
     def __init__(self, layout: ArenaLayout, fd: int) -> None:
@@ -298,6 +310,7 @@ class SharedArena:
         self.rewards = self._arrays[("scalar", ("rewards",))]
         self.terminations = self._arrays[("scalar", ("terminations",))]
         self.truncations = self._arrays[("scalar", ("truncations",))]
+        self.info_columns = self._arrays[("scalar", ("info_columns",))]
 
     @classmethod
     def create(cls, layout: ArenaLayout) -> SharedArena:
@@ -340,21 +353,82 @@ class SharedArena:
 
         return write
 
-    def action_writer(self) -> Callable[..., None]:
-        """A function ``write(actions, rows=None)`` that checks and stores actions (parent side).
+    def action_writer(self, exact: bool = False) -> Callable[..., bool]:
+        """A function ``write(actions, rows=None) -> bool`` that stores a batch of actions.
 
-        ``rows=None`` writes the whole batch; otherwise ``actions`` holds one action per
-        env index in ``rows``. Raises ``ValueError`` for the wrong shape, an unsafe dtype,
-        or a discrete action outside the action space, before anything is written.
+        Parent side. ``rows=None`` writes the whole batch; otherwise ``actions`` holds one
+        action per env index in ``rows``. Every leaf is checked before anything is
+        written, so a rejected batch leaves the arena as it was.
+
+        Args:
+            exact: ``False`` (checked, for retro button spaces): every leaf is converted to
+                the space's dtype after these checks, and ``write`` returns ``True``.
+                Discrete-valued leaves (Discrete, MultiDiscrete, MultiBinary, integer Box)
+                take ints, bools, or floats that are exactly whole numbers (a Bernoulli
+                sample as float32, say), within the space; float Box leaves take any real
+                numbers, unclipped. A single value where a batch is due raises
+                ``TypeError`` (as gymnasium's ``iterate`` does); a wrong shape, a dtype that
+                is not a number, a fractional or out-of-space discrete value raise
+                ``ValueError``. ``True``: nothing is checked or converted; the batch is
+                written only when every leaf is a numpy array of exactly the leaf's dtype
+                and batched shape, and ``write`` returns ``False`` (writing nothing)
+                otherwise, for the caller to deliver the actions as gymnasium would (see
+                :class:`retrovec.core.actions.ActionRouter`).
+
+        Example:
+            >>> layout = ArenaLayout.plan(2, spaces.Discrete(2), spaces.MultiBinary(3), False)
+            >>> arena = SharedArena.create(layout)
+            >>> write = arena.action_writer()
+            >>> write(np.array([[1.0, 0.0, 1.0], [0.0, 0.0, 1.0]], np.float32))
+            True
+            >>> arena.action_reader(0)()
+            array([1, 0, 1], dtype=int8)
+            >>> write(np.array([[0.5, 0, 0], [0, 0, 0]]))  # doctest: +ELLIPSIS
+            Traceback (most recent call last):
+            ...
+            ValueError: The action of env 0 is not in ... is 0.5, expected 0 or 1 (ints, ...
+            >>> arena.action_writer(exact=True)(np.ones((2, 3), np.int64))  # not int8: declined
+            False
+            >>> arena.close()
         """
         space = self.layout.action_space
         assert space is not None
         bounds = dict(_integer_bounds(space))
         fields = [(path, buffer, bounds.get(path)) for path, buffer in self._group("action").items()]
 
+        def store(values: list[np.ndarray], rows: Any) -> None:
+            for (_, buffer, _), value in zip(fields, values):
+                if rows is None:
+                    np.copyto(buffer, value, casting="unsafe")  # checked: values fit
+                else:
+                    buffer[rows] = value
+
+        if exact:
+
+            def write_exact(actions: Any, rows: Any = None) -> bool:
+                values = []
+                for path, buffer, _ in fields:
+                    try:
+                        value = _get(actions, path)
+                    except Exception:  # noqa: BLE001 - gymnasium's iterate reports it
+                        return False
+                    envs = buffer.shape[0] if rows is None else len(rows)
+                    if (
+                        type(value) is not np.ndarray  # a subclass iterates differently
+                        or value.dtype != buffer.dtype
+                        or value.shape != (envs, *buffer.shape[1:])
+                    ):
+                        return False
+                    values.append(value)
+                store(values, rows)
+                return True
+
+            return write_exact
+
         def check(path: Path, buffer: np.ndarray, limits: Any, actions: Any, rows: Any) -> np.ndarray:
             envs = buffer.shape[0] if rows is None else len(rows)
             expected = (envs, *buffer.shape[1:])
+            leaf = space if not path else list(path)
             try:
                 value = np.asarray(_get(actions, path))
             except (KeyError, IndexError, TypeError) as error:
@@ -362,38 +436,62 @@ class SharedArena:
                     f"Expected a batch of actions shaped like the action space {space} "
                     f"batched {envs} times; missing {list(path)}."
                 ) from error
+            except ValueError as error:  # a ragged nested list
+                raise ValueError(
+                    f"Expected actions of shape {expected} ({envs} envs x {leaf}), got a "
+                    f"ragged sequence: {error}"
+                ) from error
+            if value.ndim == 0:
+                raise TypeError(
+                    f"Expected a batch of {envs} actions (one per env) for {leaf}, got the "
+                    f"single value {value.item()!r}: a vector env takes one action per env."
+                )
             if value.shape != expected:
                 raise ValueError(
-                    f"Expected actions of shape {expected} "
-                    f"({envs} envs x {space if not path else list(path)}), got shape {value.shape}."
+                    f"Expected actions of shape {expected} ({envs} envs x {leaf}), got "
+                    f"shape {value.shape}."
                 )
-            if not np.can_cast(value.dtype, buffer.dtype, casting="same_kind"):
+            kind = value.dtype.kind
+            if kind not in "biuf":  # bool, int, uint, float: real numbers only
                 raise ValueError(
-                    f"Expected actions of dtype {buffer.dtype} (or one that casts to it "
-                    f"safely), got {value.dtype}."
+                    f"Expected actions of dtype {buffer.dtype} (or numbers that convert to "
+                    f"it exactly), got {value.dtype}."
                 )
-            if limits is not None:
-                low, high = limits
-                outside = (value < low) | (value > high)
-                if outside.any():
-                    where = tuple(int(i) for i in np.argwhere(outside)[0])
-                    env = where[0] if rows is None else int(rows[where[0]])
-                    leaf = space if not path else list(path)
-                    raise ValueError(
-                        f"The action of env {env} is outside the action space {leaf}: "
-                        f"element {where[1:] or ''} is {value[where].item()!r}, expected "
-                        f"{np.broadcast_to(low, value.shape)[where].item()} to "
-                        f"{np.broadcast_to(high, value.shape)[where].item()}."
-                    )
+            if limits is None:  # a float Box leaf: unclipped, as gymnasium passes it on
+                return value
+            low, high = limits
+
+            def fail(mask: np.ndarray, fractional: bool) -> None:
+                where = tuple(int(i) for i in np.argwhere(mask)[0])
+                env = where[0] if rows is None else int(rows[where[0]])
+                lo = np.broadcast_to(low, value.shape)[where].item()
+                hi = np.broadcast_to(high, value.shape)[where].item()
+                if not fractional:
+                    problem, wanted = "outside", f"{lo} to {hi}"
+                elif (lo, hi) == (0, 1):
+                    problem = "not in"
+                    wanted = "0 or 1 (ints, bools, or floats that are exactly 0.0 or 1.0)"
+                else:
+                    problem = "not in"
+                    wanted = f"a whole number from {lo} to {hi} (floats must have no fraction)"
+                element = f"element {where[1:]}" if where[1:] else "it"
+                raise ValueError(
+                    f"The action of env {env} is {problem} the action space {leaf}: {element} "
+                    f"is {value[where].item()!r}, expected {wanted}."
+                )
+
+            if kind == "f":  # floats for buttons: exact whole numbers only (NaN is not one)
+                fractional = value != np.trunc(value)
+                if fractional.any():
+                    fail(fractional, True)
+            outside = (value < low) | (value > high)
+            if outside.any():
+                fail(outside, False)
             return value
 
-        def write(actions: Any, rows: Any = None) -> None:
-            values = [check(path, buffer, limits, actions, rows) for path, buffer, limits in fields]
-            for (_, buffer, _), value in zip(fields, values):
-                if rows is None:
-                    np.copyto(buffer, value, casting="same_kind")
-                else:
-                    buffer[rows] = value
+        def write(actions: Any, rows: Any = None) -> bool:
+            store([check(path, buf, limits, actions, rows) for path, buf, limits in fields], rows)
+            return True
 
         return write
 
@@ -423,6 +521,7 @@ class SharedArena:
         """
         self._arrays.clear()
         self.rewards = self.terminations = self.truncations = None  # type: ignore[assignment]
+        self.info_columns = None  # type: ignore[assignment]
         if self._mmap is not None:
             try:
                 self._mmap.close()

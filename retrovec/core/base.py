@@ -2,23 +2,25 @@
 commands reach the envs.
 
 Both backends, worker processes (:class:`~retrovec.AsyncRetroVectorEnv`) and Ray actors
-(:class:`~retrovec.core.ray_backend.RayRetroVectorEnv`), are this class plus a transport: four
-methods that send one command to one env, wait for replies, replace a dead env and say how
-it ended. The gymnasium API, argument checks, the async state machine, seeding, reset
-masks, batching of observations, rewards, flags and infos, error re-raising, worker
-restarts and EnvPool-style batches (:class:`~retrovec.core.batches.AsyncBatchesMixin`)
-live here once, so the two backends cannot drift apart.
+(:class:`~retrovec.core.ray_backend.RayRetroVectorEnv`), are this class plus a transport.
+What each env is doing lives in one :class:`~retrovec.core.slots.SlotTable`; the gymnasium
+calls, their ``*_async``/``*_wait`` halves and EnvPool-style batches
+(:class:`~retrovec.core.batches.AsyncBatchesMixin`) are views of it. A dead worker is
+handled by one restart policy keyed by the command it was given
+(:mod:`retrovec.core.restart`).
 
 A transport implements:
 
-* :meth:`RetroVectorEnvBase._post` — send ``(kind, argument)`` to env ``index``; the
-  commands are ``"reset"``, ``"reset-noop"``, ``"step"``, ``"call"``, ``"setattr"`` and
-  ``"reset-after-restart"``. Returns ``False`` when the env is known to be gone.
-* :meth:`RetroVectorEnvBase._replies_from` — yield ``(index, reply)`` for envs in
+* :meth:`RetroVectorEnvBase._encode` — turn ``(kind, argument)`` into what ``_post``
+  sends; raises (e.g. ``pickle.PicklingError``) before anything is sent.
+* :meth:`RetroVectorEnvBase._post` — send an encoded command to env ``index``; ``False``
+  when the env is known to be gone.
+* :meth:`RetroVectorEnvBase._replies` — yield ``(index, reply)`` for the envs in
   ``pending`` as they answer, where ``reply`` is ``(True, payload)``, ``(False,
   error_payload)``, or ``None`` for an env that died. A step's payload is
   ``(observation or None, info)``; its reward and flags are already in ``self._arena``.
-* :meth:`RetroVectorEnvBase._restart_worker` — start a replacement and reset it.
+* :meth:`RetroVectorEnvBase._replace_worker` — start a replacement for a dead env and
+  bring it to where it can take commands (spaces checked, arena attached).
 * :meth:`RetroVectorEnvBase._exitcode` — how a dead env's process ended, if known.
 
 and ``close_extras``, then calls :meth:`RetroVectorEnvBase._init_base` first thing in its
@@ -47,10 +49,16 @@ from gymnasium.vector.utils import (
     batch_space,
     concatenate,
     create_empty_array,
-    iterate,
 )
 
+from retrovec.core.actions import ActionRouter
+from retrovec.core.arena import ArenaLayout, SharedArena, copy_structure, index_structure
 from retrovec.core.batches import AsyncBatchesMixin
+from retrovec.core.info_columns import InfoSchema, batch_info_columns, decode_info
+from retrovec.core.infos import batch_infos
+from retrovec.core.restart import POLICY
+from retrovec.core.signals import InterruptGuard
+from retrovec.core.slots import CALL, SlotState, SlotTable
 from retrovec.errors import (
     BrokenVectorEnvError,
     RemoteTraceback,
@@ -59,17 +67,21 @@ from retrovec.errors import (
     WorkerTimeoutError,
     describe_exitcode,
 )
-from retrovec.core.infos import batch_infos
-from retrovec.core.arena import ArenaLayout, SharedArena, copy_structure, index_structure
 
-__all__ = ["RetroVectorEnvBase"]
+__all__ = ["ReplacementDied", "RetroVectorEnvBase"]
+
+
+class ReplacementDied(Exception):
+    """A replacement worker died before it could take commands (the restart loop tries
+    again while ``max_restarts`` allows)."""
 
 
 class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
     """The transport-agnostic part of retrovec's vector envs (see the module docstring).
 
     Subclasses set :attr:`_arena` (a :class:`~retrovec.core.arena.SharedArena` with at
-    least rewards and done flags), :attr:`_write_actions`, :attr:`_observations_shared` and
+    least rewards, done flags and info columns), :attr:`_actions` (an
+    :class:`~retrovec.core.actions.ActionRouter`), :attr:`_observations_shared` and
     :attr:`observations` once the spaces are known.
     """
 
@@ -78,21 +90,29 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
 
     # ------------------------------------------------------------------ transport hooks
 
-    def _post(self, index: int, kind: str, argument: Any) -> bool:
-        """Send one command to env ``index``; ``False`` if it is known to be gone."""
+    def _encode(self, kind: str, argument: Any) -> Any:
+        """What :meth:`_post` sends for ``(kind, argument)``; raises if it cannot travel."""
         raise NotImplementedError
 
-    def _replies_from(
+    def _post(self, index: int, message: Any) -> bool:
+        """Send an encoded command to env ``index``; ``False`` if it is known to be gone."""
+        raise NotImplementedError
+
+    def _replies(
         self, pending: set[int], timeout: float | None, wanted: int | None = None
     ) -> Iterator[tuple[int, Any]]:
         """Yield ``(index, reply)`` as envs in ``pending`` answer, removing each from
-        ``pending``; stop when none is left or ``timeout`` passes. ``wanted`` hints how many
-        replies the caller needs before it stops reading."""
+        ``pending``; stop when none is left, ``wanted`` were yielded, or ``timeout`` passes."""
         raise NotImplementedError
 
-    def _restart_worker(self, index: int) -> tuple[Any, dict]:
-        """Replace env ``index``'s dead worker with a new one, check its spaces and reset
-        it; return that reset's ``(observation or None, info)``."""
+    def _replace_worker(self, index: int) -> None:
+        """Start a new worker for env ``index`` and make it ready for commands.
+
+        Raises:
+            ReplacementDied: It died before it was ready.
+            OSError: It could not be started.
+            Exception: What its ``env_fn`` raised (re-raised as the env's error).
+        """
         raise NotImplementedError
 
     def _exitcode(self, index: int) -> int | None:
@@ -112,20 +132,20 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
         on_worker_failure: str,
         max_restarts: int,
         batch_size: int | None,
+        validate_actions: bool = False,
     ) -> list[Callable[[], Env]]:
         """Check the arguments every backend shares and set the state; returns the
         ``env_fns`` as a list."""
         self.closed = False
         self._arena: SharedArena | None = None
-        self._write_actions: Callable[..., None] | None = None
+        self._actions: ActionRouter | None = None
         self._observations_shared = False
         self._state = AsyncState.DEFAULT
-        self._pending: set[int] = set()
-        self._replies: dict[int, Any] = {}
         self._broken: str | None = None
         self._crashed = False
         self._crash_cause: BaseException | None = None
         self._last_exitcode: int | None = None
+        self._guard = InterruptGuard()
 
         env_fns = list(env_fns)
         if not env_fns:
@@ -173,11 +193,12 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
         self.timeout = timeout
         self.on_worker_failure = on_worker_failure
         self.max_restarts = max_restarts
+        self.validate_actions = bool(validate_actions)
         #: How many times each env's worker was restarted (``on_worker_failure="restart"``).
         self.restart_counts = np.zeros(self.num_envs, dtype=np.int64)
+        self._slots = SlotTable(self.num_envs)
         self._ever_reset = np.zeros(self.num_envs, dtype=np.bool_)
         self._resetting = np.ones(self.num_envs, dtype=np.bool_)
-        self._restarted_results: dict[int, tuple[Any, dict]] = {}
         self._init_async_batches(batch_size)
         return env_fns
 
@@ -215,14 +236,17 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             else is_space_dtype_shape_equiv(space, self.single_observation_space)
         )
         if not same:
-            hint = (
-                " If this is intentional, use `observation_mode='different'` instead."
-                if mode == "same"
-                else ""
-            )
+            if mode == "same":
+                why = (
+                    f"{type(self).__name__}(..., observation_mode='same') however some of the "
+                    "sub-environments observation spaces are not equivalent. If this is "
+                    "intentional, use `observation_mode='different'` instead."
+                )
+            else:
+                why = f"observation_mode={mode!r} needs the same shape and dtype."
             raise SpacesMismatchError(
                 f"The observation space of env {index} ({space}) differs from "
-                f"{self.single_observation_space} (observation_mode={mode!r}).{hint}"
+                f"{self.single_observation_space}: {why}"
             )
         if description["action_space"] != self.single_action_space:
             raise SpacesMismatchError(
@@ -243,141 +267,183 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             self.num_envs, self.single_observation_space, self.single_action_space, False
         )
         self._arena = arena = SharedArena.create(layout)
+        self._actions = ActionRouter(
+            self.single_action_space, self.num_envs, arena, self.validate_actions
+        )
         if layout.action_space is not None:
-            self._write_actions = arena.action_writer()
             self._read_actions = [arena.action_reader(i) for i in range(self.num_envs)]
 
-    # ------------------------------------------------------------------ waiting
+    # ------------------------------------------------------------------ the slot table
 
-    def _collect(self, method: str, timeout: float | None) -> list[Any]:
-        """Wait for every pending reply and return the payloads by env index.
+    def _dispatch(self, commands: Sequence[tuple[int, str, Any]], owner: str | None) -> None:
+        """Send ``(index, kind, argument)`` commands; each slot changes only once its send
+        worked (or shows its worker gone). Every command is encoded before the first goes
+        out, so one that cannot be pickled leaves every slot as it was."""
+        messages: dict[tuple[str, int], Any] = {}
+        encoded = []
+        for index, kind, argument in commands:
+            key = (kind, id(argument))
+            if key not in messages:
+                messages[key] = self._encode(kind, argument)
+            encoded.append((index, kind, argument, messages[key]))
+        with self._guard:
+            self._drain([index for index, *_ in encoded])
+            slots = self._slots
+            for index, kind, argument, message in encoded:
+                if slots[index].state is SlotState.DEAD:
+                    slots.died(index, kind, argument, owner)
+                elif self._post(index, message):
+                    slots.send(index, kind, argument, owner)
+                else:
+                    slots.died(index, kind, argument, owner)
 
-        Raises the env's exception (lowest index first), ``WorkerCrashedError`` for a
-        dead worker, or ``WorkerTimeoutError`` leaving the call pending.
+    def _drain(self, indices: Sequence[int]) -> None:
+        """Read and drop the replies of abandoned commands to ``indices`` (a reply must
+        never answer a later command)."""
+        abandoned = {i for i in indices if self._slots[i].state is SlotState.BUSY}
+        if abandoned:
+            self._wait_for(abandoned, self.timeout)
+            if abandoned:
+                raise WorkerTimeoutError("drain", self.timeout, sorted(abandoned))
+
+    def _wait_for(
+        self, pending: set[int], timeout: float | None, wanted: int | None = None
+    ) -> None:
+        """Settle slots as their replies arrive (``pending`` shrinks as they do)."""
+        settle = self._slots.settle
+        with self._guard:
+            for index, reply in self._replies(pending, timeout, wanted):
+                settle(index, reply)
+
+    def _finish_call(self, method: str, timeout: float | None) -> list[Any]:
+        """Wait for every slot of the pending call and return the payloads by env index.
+
+        Raises the env's exception (lowest index first), ``WorkerCrashedError`` for a dead
+        worker (or after a restart, for ``call``/``set_attr``), or ``WorkerTimeoutError``
+        leaving the call pending.
         """
         if timeout is None:
             timeout = self.timeout
-        for index, reply in self._replies_from(self._pending, timeout):
-            self._replies[index] = reply
-        if self._pending:
-            raise WorkerTimeoutError(method, timeout, sorted(self._pending))
-
-        replies, self._replies = self._replies, {}
+        busy = set(self._slots.busy(CALL))
+        self._wait_for(busy, timeout)
+        if busy:
+            raise WorkerTimeoutError(method, timeout, sorted(busy))
         self._state = AsyncState.DEFAULT
-        dead = sorted(index for index, reply in replies.items() if reply is None)
-        if dead and self.on_worker_failure == "restart" and method != "__init__":
-            for index in dead:
-                payload = self._replace_dead_worker(index, method)
-                if method == "step_wait":
-                    replies[index] = (True, self._truncated_step(index, payload))
-                elif method == "reset_wait":
-                    replies[index] = (True, payload)
-                else:  # the episode ends at the next step
-                    self._restarted_results[index] = payload
-            if method not in ("reset_wait", "step_wait"):
-                raise WorkerCrashedError(
-                    dead[0], self._last_exitcode, f"`{method}`", restarted=True
-                )
-        elif dead:
-            self._raise_crash(dead[0], method)
-        failed = sorted(index for index, (ok, _) in replies.items() if not ok)
-        if failed:
-            if method in ("reset_wait", "step_wait"):
-                self._broken = f"env {failed[0]} raised an exception in `{method}`"
-            self._raise_worker_error(failed, replies, method)
-        return [replies[index][1] for index in range(self.num_envs)]
+        return self._resolve(self._slots.owned(CALL), method)
 
-    def _raise_crash(self, index: int, method: str, why: str = "died") -> None:
-        """Mark the vector env unusable and raise ``WorkerCrashedError`` for env ``index``."""
-        self._crashed = True
-        self._broken = f"the {self._worker_noun} of env {index} {why}"
-        error = WorkerCrashedError(index, self._exitcode(index), f"`{method}`")
-        if self._crash_cause is not None:
-            raise error from self._crash_cause
-        raise error
-
-    def _raise_worker_error(
-        self, failed: list[int], replies: dict[int, Any], method: str
-    ) -> None:
-        """Re-raise the exception of the lowest failed env, noting the others."""
-        index = failed[0]
-        error, type_name, message, text = replies[index][1]
-        if error is None:
-            error = RuntimeError(f"{type_name}: {message}")
-        error.add_note(f"Raised in the {self._worker_noun} of env {index} during `{method}`.")
-        if len(failed) > 1:
-            others = ", ".join(
-                f"env {i}: {replies[i][1][1]}: {replies[i][1][2]}" for i in failed[1:]
+    def _resolve(self, indices: list[int], method: str) -> list[Any]:
+        """Turn finished slots into payloads (by position in ``indices``), applying the
+        restart policy to dead ones and raising for failed ones; every slot ends IDLE."""
+        slots = self._slots
+        dead = [i for i in indices if slots[i].state is SlotState.DEAD]
+        restarted_in_call = []
+        if dead:
+            recoverable = self.on_worker_failure == "restart" and all(
+                slots[i].kind in POLICY for i in dead
             )
-            error.add_note(f"Other envs failed too: {others}")
-        try:
-            error.env_index = index  # type: ignore[attr-defined]
-        except AttributeError:  # pragma: no cover - exceptions with __slots__
-            pass
-        raise error from RemoteTraceback(index, text)
+            if not recoverable:
+                for index in indices:
+                    if slots[index].state is not SlotState.DEAD:
+                        slots.collect(index)
+                self._raise_crash(dead[0], method)
+            for index in dead:
+                if self._revive(index, method) == "raise_restarted":
+                    restarted_in_call.append(index)
+        taken = [slots.collect(index) for index in indices]
+        failed = [slot for slot in taken if slot.state is SlotState.FAILED]
+        if failed and any(slot.kind in ("reset", "step") for slot in failed):
+            self._broken = f"env {failed[0].index} raised an exception in `{method}`"
+        if restarted_in_call:
+            index = restarted_in_call[0]
+            error = WorkerCrashedError(index, self._last_exitcode, f"`{method}`", restarted=True)
+            for slot in failed:
+                error.add_note(f"Env {slot.index} raised too: {slot.result[1]}: {slot.result[2]}")
+            raise error from self._crash_cause
+        if failed:
+            self._raise_worker_error(
+                [slot.index for slot in failed], {slot.index: slot.result for slot in failed},
+                method,
+            )
+        return [slot.result for slot in taken]
 
-    def _send(self, index: int, kind: str, argument: Any, method: str) -> None:
-        """Send one command of a batch call; a worker that is gone becomes
-        ``WorkerCrashedError``, or is replaced under ``on_worker_failure="restart"``."""
-        if self._post(index, kind, argument):
-            self._pending.add(index)
-            return
-        if self.on_worker_failure != "restart":
-            self._raise_crash(index, method)
-        payload = self._replace_dead_worker(index, method)
-        if method == "step_async":  # report a truncated step; send no step
-            self._replies[index] = (True, self._truncated_step(index, payload))
-            return
-        if method != "reset_async":
-            self._restarted_results[index] = payload  # the episode ends at the next step
-        self._send(index, kind, argument, method)  # the same command, to the new worker
+    # ------------------------------------------------------------------ restarts
 
-    def _request(self, index: int, kind: str | None, argument: Any, method: str) -> Any:
-        """One command to one worker (``kind=None``: only wait for its next reply), outside
-        any batch call; returns the payload. Used while restarting a worker, so any failure
-        leaves the vector env unusable."""
-        if kind is not None and not self._post(index, kind, argument):
-            self._raise_crash(index, method, "died again while being restarted")
+    def _revive(self, index: int, method: str) -> str:
+        """Apply the restart policy to dead slot ``index``; returns the outcome's name."""
+        slot = self._slots[index]
+        recovery = POLICY[slot.kind]
+        replay = (slot.kind, slot.argument) if recovery.replay == "reset" else (
+            "reset-after-restart", None
+        )
+        observation, info = self._restart(index, slot.kind, method, replay)
+        info = {**self._info_dict(index, info), "worker_restarted": True}
+        outcome = recovery.outcome
+        if outcome == "reset":
+            result: Any = (observation, info)
+        elif outcome == "truncated_step":
+            result = self._truncated_step(index, (observation, info))
+        else:  # the episode end is reported by this env's next step
+            slot.episode_end = (observation, info)
+            result = (observation, {}) if outcome == "episode_end_next_step" else None
+        self._slots.finish(index, slot.kind, result, slot.owner)
+        return outcome
+
+    def _restart(
+        self, index: int, kind: str, method: str, replay: tuple[str, Any]
+    ) -> tuple[Any, dict]:
+        """Replace env ``index``'s worker and run ``replay`` on it, trying again while
+        ``max_restarts`` allows; returns the replay's ``(observation, info)``."""
+        cause: BaseException | None = self._crash_cause
+        while True:
+            exitcode = self._last_exitcode = self._exitcode(index)
+            self.restart_counts[index] += 1
+            if self.restart_counts[index] > self.max_restarts:
+                self._crashed = True
+                self._broken = (
+                    f"the {self._worker_noun} of env {index} died "
+                    f"{self.restart_counts[index]} times"
+                )
+                raise WorkerCrashedError(
+                    index, exitcode, f"`{method}`", gave_up_after=self.max_restarts
+                ) from cause
+            how = "died" if exitcode is None else describe_exitcode(exitcode)
+            logger.warn(
+                f"The {self._worker_noun} of env {index} {how} during `{kind}`; "
+                f"restarting it ({self.restart_counts[index]} of at most {self.max_restarts})."
+            )
+            try:
+                self._replace_worker(index)
+                reply = self._request(index, *replay)
+            except (ReplacementDied, OSError) as error:
+                cause = error
+                continue
+            if reply is None:
+                continue
+            if not reply[0]:
+                self._crashed = True
+                self._broken = (
+                    f"the {self._worker_noun} of env {index} failed while being restarted"
+                )
+                self._raise_worker_error([index], {index: reply[1]}, method)
+            return reply[1]
+
+    def _request(self, index: int, kind: str | None, argument: Any) -> Any:
+        """One command to one env outside the slot table (``kind=None``: only wait for its
+        next reply), used while it is being restarted. Returns the reply, ``None`` if it
+        died; a timeout leaves the vector env unusable."""
+        if kind is not None and not self._post(index, self._encode(kind, argument)):
+            return None
         pending = {index}
-        replies = list(self._replies_from(pending, self.timeout))
+        replies = []
+        with self._guard:
+            replies = list(self._replies(pending, self.timeout))
         if pending:
             self._crashed = True
             self._broken = (
                 f"the {self._worker_noun} of env {index} did not answer while being restarted"
             )
-            raise WorkerTimeoutError(method, self.timeout, [index])
-        reply = replies[0][1]
-        if reply is None:
-            self._raise_crash(index, method, "died again while being restarted")
-        if not reply[0]:
-            self._crashed = True
-            self._broken = f"the {self._worker_noun} of env {index} failed while being restarted"
-            self._raise_worker_error([index], {index: reply}, method)
-        return reply[1]
-
-    def _replace_dead_worker(self, index: int, method: str) -> tuple[Any, dict]:
-        """Start a new worker for env ``index`` and reset it; returns that reset's
-        ``(observation or None, info)`` with ``info["worker_restarted"] = True``."""
-        exitcode = self._last_exitcode = self._exitcode(index)
-        self.restart_counts[index] += 1
-        if self.restart_counts[index] > self.max_restarts:
-            self._crashed = True
-            self._broken = (
-                f"the {self._worker_noun} of env {index} died {self.restart_counts[index]} times"
-            )
-            error = WorkerCrashedError(
-                index, exitcode, f"`{method}`", gave_up_after=self.max_restarts
-            )
-            if self._crash_cause is not None:
-                raise error from self._crash_cause
-            raise error
-        how = "died" if exitcode is None else describe_exitcode(exitcode)
-        logger.warn(
-            f"The {self._worker_noun} of env {index} {how} during `{method}`; "
-            f"restarting it ({self.restart_counts[index]} of at most {self.max_restarts})."
-        )
-        observation, info = self._restart_worker(index)
-        return observation, {**info, "worker_restarted": True}
+            raise WorkerTimeoutError("restart", self.timeout, [index])
+        return replies[0][1]
 
     def _truncated_step(self, index: int, reset_payload: tuple[Any, dict]) -> tuple[Any, dict]:
         """The step result of an env whose worker was replaced: its episode is truncated
@@ -394,6 +460,35 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             )
             info = {"final_info": {"worker_restarted": True}, "final_obs": final, **info}
         return observation, info
+
+    def _raise_crash(self, index: int, method: str, why: str = "died") -> None:
+        """Mark the vector env unusable and raise ``WorkerCrashedError`` for env ``index``."""
+        self._crashed = True
+        self._broken = f"the {self._worker_noun} of env {index} {why}"
+        error = WorkerCrashedError(index, self._exitcode(index), f"`{method}`")
+        if self._crash_cause is not None:
+            raise error from self._crash_cause
+        raise error
+
+    def _raise_worker_error(
+        self, failed: list[int], errors: dict[int, Any], method: str
+    ) -> None:
+        """Re-raise the exception of the lowest failed env, noting the others."""
+        index = failed[0]
+        error, type_name, message, text = errors[index]
+        if error is None:
+            error = RuntimeError(f"{type_name}: {message}")
+        error.add_note(f"Raised in the {self._worker_noun} of env {index} during `{method}`.")
+        if len(failed) > 1:
+            others = ", ".join(
+                f"env {i}: {errors[i][1]}: {errors[i][2]}" for i in failed[1:]
+            )
+            error.add_note(f"Other envs failed too: {others}")
+        try:
+            error.env_index = index  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            pass
+        raise error from RemoteTraceback(index, text)
 
     # ------------------------------------------------------------------ state checks
 
@@ -421,12 +516,6 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
                 f"`{self._state.value}` to complete.",
                 str(self._state.value),
             )
-
-    def _begin(self, method: str, state: AsyncState) -> None:
-        self._assert_no_batches(method)
-        self._assert_no_call_pending(method)
-        self._state = state
-        self._pending = set()  # filled by _send as each command goes out
 
     def _expect(self, method: str, state: AsyncState, started_by: str) -> None:
         self._assert_is_running()
@@ -479,7 +568,7 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             ValueError: Seeds or ``reset_mask`` of the wrong length or shape.
         """
         self._assert_usable(allow_reset=True)
-        self._assert_no_batches("reset_async")
+        self._release_batches_for_reset("reset_async")
         seeds = self._seeds(seed)
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be None or a dict, got {options!r}.")
@@ -493,17 +582,17 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
         if options is not None and "reset_mask" in options:
             options = dict(options)
             mask = self._check_reset_mask(options.pop("reset_mask"))
+        resetting = np.ones(self.num_envs, np.bool_) if mask is None else mask.copy()
+        commands = [
+            (index, "reset", (seeds[index], options)) if resetting[index]
+            else (index, "reset-noop", None)
+            for index in range(self.num_envs)
+        ]
+        self._dispatch(commands, CALL)
         self._state = AsyncState.WAITING_RESET
-        self._pending = set()
-        self._resetting = np.ones(self.num_envs, np.bool_) if mask is None else mask.copy()
-        for index in list(self._restarted_results):
-            if self._resetting[index]:
-                del self._restarted_results[index]  # the reset ends that episode anyway
-        for index in range(self.num_envs):
-            if self._resetting[index]:
-                self._send(index, "reset", (seeds[index], options), "reset_async")
-            else:
-                self._send(index, "reset-noop", None, "reset_async")
+        self._resetting = resetting
+        for index in np.flatnonzero(resetting):
+            self._slots[index].episode_end = None  # the reset ends that episode anyway
         if mask is None or mask.all():
             self._broken = None  # a full reset starts every env afresh
 
@@ -567,9 +656,9 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("reset_wait", AsyncState.WAITING_RESET, "reset_async")
-        payloads = self._collect("reset_wait", timeout)
+        payloads = self._finish_call("reset_wait", timeout)
         self._ever_reset |= self._resetting
-        infos = batch_infos([info for _, info in payloads], self)
+        infos = self._batch_infos(None, [info for _, info in payloads], self)
         return self._batch_observations(payloads), infos
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
@@ -586,19 +675,22 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
 
     def _step_arguments(self, actions: Any, rows: np.ndarray | None = None) -> list[Any]:
         """Check a batch of actions (for the envs ``rows``, default all) and return each
-        env's ``"step"`` argument: ``None`` where the action went into the arena, else the
-        action itself."""
-        count = self.num_envs if rows is None else len(rows)
-        if self._write_actions is not None:
-            self._write_actions(actions, rows=rows)
-            return [None] * count
-        space = self.action_space if rows is None else batch_space(
-            self.single_action_space, count
-        )
-        split = list(iterate(space, actions))
-        if len(split) != count:
-            raise ValueError(f"Expected one action per env ({count}), got {len(split)}.")
-        return split
+        env's ``"step"`` argument (:data:`~retrovec.core.actions.IN_ARENA` where the action
+        went into the arena); see :class:`~retrovec.core.actions.ActionRouter`."""
+        return self._actions.route(actions, rows)
+
+    def _step_commands(self, indices: Sequence[int], arguments: Sequence[Any], owner: str) -> list:
+        """The ``step`` commands for ``indices``; an env whose worker was replaced since its
+        last step gets its truncated transition at once instead (no step is sent)."""
+        commands = []
+        for index, argument in zip(indices, arguments):
+            slot = self._slots[index]
+            if slot.episode_end is not None:
+                ended, slot.episode_end = slot.episode_end, None
+                self._slots.finish(index, "step", self._truncated_step(index, ended), owner)
+            else:
+                commands.append((index, "step", argument))
+        return commands
 
     def step_async(self, actions: Any) -> None:
         """Send the actions to the envs; :meth:`step_wait` collects the results.
@@ -617,13 +709,9 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
                 "Call reset() before step(): envs "
                 f"{np.flatnonzero(~self._ever_reset).tolist()} have never been reset."
             )
-        self._begin("step_async", AsyncState.WAITING_STEP)
-        restarted, self._restarted_results = self._restarted_results, {}
-        for index, argument in enumerate(arguments):
-            if index in restarted:  # replaced since the last step: its episode ended
-                self._replies[index] = (True, self._truncated_step(index, restarted[index]))
-            else:
-                self._send(index, "step", argument, "step_async")
+        commands = self._step_commands(range(self.num_envs), arguments, CALL)
+        self._dispatch(commands, CALL)
+        self._state = AsyncState.WAITING_STEP
 
     def step_wait(
         self, timeout: float | None = None
@@ -641,8 +729,8 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("step_wait", AsyncState.WAITING_STEP, "step_async")
-        payloads = self._collect("step_wait", timeout)
-        infos = batch_infos([info for _, info in payloads], self)
+        payloads = self._finish_call("step_wait", timeout)
+        infos = self._batch_infos(None, [info for _, info in payloads], self)
         arena = self._arena
         assert arena is not None
         return (
@@ -651,6 +739,24 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             arena.terminations.copy(),
             arena.truncations.copy(),
             infos,
+        )
+
+    def _info_dict(self, index: int, info: Any) -> dict:
+        """Env ``index``'s info as a dict (read from the info columns if it came there)."""
+        if type(info) is InfoSchema:
+            return decode_info(self._arena.info_columns[index], info)
+        return info
+
+    def _batch_infos(self, rows: np.ndarray | None, infos: list[Any], owner: Any) -> dict:
+        """Batch the infos of the envs ``rows`` (``None``: all) as gymnasium does; infos
+        that came in the arena's columns with one schema are batched from there at once."""
+        if infos and type(infos[0]) is InfoSchema:
+            batched = batch_info_columns(self._arena.info_columns, rows, infos)
+            if batched is not None:
+                return batched
+        indices = range(len(infos)) if rows is None else rows
+        return batch_infos(
+            [self._info_dict(int(index), info) for index, info in zip(indices, infos)], owner
         )
 
     def _batch_observations(self, payloads: list[tuple[Any, dict]]) -> Any:
@@ -678,17 +784,23 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
         """Returns a tuple of rendered frames from the environments."""
         return self.call("render")
 
+    def _begin(self, method: str) -> None:
+        self._assert_usable()
+        self._assert_no_batches(method)
+        self._assert_no_call_pending(method)
+
     def call_async(self, name: str, /, *args: Any, **kwargs: Any) -> None:
         """Send a call to every env; :meth:`call_wait` collects the results.
 
         Raises:
             ClosedEnvironmentError: The env was closed.
             AlreadyPendingCallError: Another call is pending.
+            Exception: The arguments cannot be pickled (nothing was sent).
         """
-        self._assert_usable()
-        self._begin("call_async", AsyncState.WAITING_CALL)
-        for index in range(self.num_envs):
-            self._send(index, "call", (name, args, kwargs), "call_async")
+        self._begin("call_async")
+        argument = (name, args, kwargs)
+        self._dispatch([(index, "call", argument) for index in range(self.num_envs)], CALL)
+        self._state = AsyncState.WAITING_CALL
 
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for :meth:`call_async`'s results.
@@ -698,7 +810,7 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("call_wait", AsyncState.WAITING_CALL, "call_async")
-        return tuple(self._collect("call_wait", timeout))
+        return tuple(self._finish_call("call_wait", timeout))
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
         """Get an attribute from every env."""
@@ -714,7 +826,7 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
         Raises:
             ValueError: A list or tuple whose length is not ``num_envs``.
         """
-        self._assert_usable()
+        self._begin("set_attr")
         if not isinstance(values, (list, tuple)):
             values = [values for _ in range(self.num_envs)]
         if len(values) != self.num_envs:
@@ -722,10 +834,11 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
                 "Values must be a list or tuple with length equal to the number of "
                 f"environments. Got `{len(values)}` values for {self.num_envs} environments."
             )
-        self._begin("set_attr", AsyncState.WAITING_CALL)
-        for index, value in enumerate(values):
-            self._send(index, "setattr", (name, value), "set_attr")
-        self._collect("set_attr", None)
+        self._dispatch(
+            [(index, "setattr", (name, value)) for index, value in enumerate(values)], CALL
+        )
+        self._state = AsyncState.WAITING_CALL
+        self._finish_call("set_attr", None)
 
     # ------------------------------------------------------------------ with-block, GC
 
@@ -738,7 +851,7 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
 
     def __del__(self) -> None:
         """Close the workers if the user did not (envs are closed, not just killed)."""
-        if not getattr(self, "closed", True) and hasattr(self, "_state"):
+        if not getattr(self, "closed", True) and hasattr(self, "_slots"):
             try:
                 self.close(timeout=5.0)
             except Exception:  # pragma: no cover - best effort during garbage collection

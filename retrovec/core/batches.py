@@ -26,8 +26,8 @@ from gymnasium.error import AlreadyPendingCallError, ResetNeeded
 from gymnasium.vector import VectorEnv
 from gymnasium.vector.utils import concatenate, create_empty_array
 
+from retrovec.core.slots import BATCH
 from retrovec.errors import WorkerTimeoutError
-from retrovec.core.infos import batch_infos
 
 __all__ = ["AsyncBatchesMixin"]
 
@@ -51,8 +51,9 @@ def _take(batch: Any, rows: np.ndarray) -> Any:
 
 
 class AsyncBatchesMixin:
-    """``async_reset``/``send``/``recv`` for both backends, on
-    :class:`~retrovec.core.base.RetroVectorEnvBase`'s transport methods."""
+    """``async_reset``/``send``/``recv`` for both backends: the slots owned by
+    :data:`~retrovec.core.slots.BATCH` in :class:`~retrovec.core.base.RetroVectorEnvBase`'s
+    slot table."""
 
     def _init_async_batches(self, batch_size: int | None) -> None:
         if batch_size is None:
@@ -65,18 +66,23 @@ class AsyncBatchesMixin:
             )
         #: How many envs :meth:`recv` returns.
         self.batch_size = batch_size
-        self._in_flight: dict[int, str] = {}  # env index -> "reset" or "step"
-        self._arrived: dict[int, tuple[str, Any]] = {}  # finished, not yet received
-        self._arrival_order: list[int] = []
 
     def _assert_no_batches(self, method: str) -> None:
-        if self._in_flight or self._arrived:
-            waiting = sorted({*self._in_flight, *self._arrived})
+        waiting = self._slots.owned(BATCH)
+        if waiting:
             raise AlreadyPendingCallError(
                 f"Calling `{method}` while envs {waiting} are still running after "
                 "`send`/`async_reset`; `recv()` them first.",
                 "recv",
             )
+
+    def _release_batches_for_reset(self, method: str) -> None:
+        """A reset may follow an env's error in a batch: then the batches still running are
+        abandoned (their replies are read and dropped). Otherwise they must be received."""
+        if self._broken is not None:
+            self._slots.abandon(BATCH)
+        else:
+            self._assert_no_batches(method)
 
     def async_reset(
         self, seed: int | list[int | None] | None = None, options: dict | None = None
@@ -85,17 +91,27 @@ class AsyncBatchesMixin:
 
         Args:
             seed: As for :meth:`reset`.
-            options: As for :meth:`reset` (no ``reset_mask``).
+            options: As for :meth:`reset`, without ``reset_mask`` (every env resets).
+
+        Raises:
+            ValueError: ``options`` holds ``reset_mask``.
         """
         self._assert_usable(allow_reset=True)
-        self._assert_no_batches("async_reset")
+        self._release_batches_for_reset("async_reset")
         self._assert_no_call_pending("async_reset")
         seeds = self._seeds(seed)
         if options is not None and not isinstance(options, dict):
             raise TypeError(f"options must be None or a dict, got {options!r}.")
-        self._restarted_results.clear()
-        for index in range(self.num_envs):
-            self._send_batch(index, "reset", (seeds[index], options))
+        if options is not None and "reset_mask" in options:
+            raise ValueError(
+                "async_reset() resets every env; `options['reset_mask']` is for reset(). "
+                "To restart some envs in EnvPool mode, send() them until their episodes end."
+            )
+        self._dispatch(
+            [(index, "reset", (seeds[index], options)) for index in range(self.num_envs)], BATCH
+        )
+        for slot in self._slots:
+            slot.episode_end = None
         self._ever_reset[:] = True
         self._broken = None
 
@@ -123,7 +139,7 @@ class AsyncBatchesMixin:
             raise ValueError(f"env_id must be in [0, {self.num_envs}), got {ids.tolist()}.")
         if len(np.unique(ids)) != len(ids):
             raise ValueError(f"env_id holds an env twice: {ids.tolist()}.")
-        busy = [int(i) for i in ids if i in self._in_flight or i in self._arrived]
+        busy = [int(i) for i in ids if self._slots[i].owner == BATCH]
         if busy:
             raise ValueError(
                 f"Envs {busy} are still running or their results were not received yet: "
@@ -132,12 +148,7 @@ class AsyncBatchesMixin:
         if not self._ever_reset[ids].all():
             raise ResetNeeded("Call async_reset() (or reset()) before send().")
         arguments = self._step_arguments(actions, rows=ids)
-        for index, argument in zip(ids.tolist(), arguments):
-            if index in self._restarted_results:  # replaced since its last step
-                payload = self._truncated_step(index, self._restarted_results.pop(index))
-                self._arrive(index, "step", payload)
-            else:
-                self._send_batch(index, "step", argument)
+        self._dispatch(self._step_commands(ids.tolist(), arguments, BATCH), BATCH)
 
     def recv(self, timeout: float | None = None) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         """Wait for the first :attr:`batch_size` envs to finish and return their results.
@@ -157,32 +168,30 @@ class AsyncBatchesMixin:
         """
         self._assert_usable()
         size = self.batch_size
-        if len(self._arrived) + len(self._in_flight) < size:
+        slots = self._slots
+        owned = len(slots.owned(BATCH))
+        if owned < size:
             raise RuntimeError(
-                f"recv() returns batch_size={size} envs, but only "
-                f"{len(self._arrived) + len(self._in_flight)} are running or finished: "
-                "send() to more envs first (or call async_reset())."
+                f"recv() returns batch_size={size} envs, but only {owned} are running or "
+                "finished: send() to more envs first (or call async_reset())."
             )
         if timeout is None:
             timeout = self.timeout
-        if len(self._arrived) < size:
-            pending = set(self._in_flight)
-            wanted = size - len(self._arrived)
-            for index, reply in self._replies_from(pending, timeout, wanted):
-                self._absorb(index, reply)
-                if len(self._arrived) >= size:
-                    break
-        if len(self._arrived) < size:
-            raise WorkerTimeoutError("recv", timeout, sorted(self._in_flight))
+        finished = len(slots.finished(BATCH))
+        if finished < size:
+            self._wait_for(set(slots.busy(BATCH)), timeout, wanted=size - finished)
+        batch = slots.finished(BATCH)[:size]
+        if len(batch) < size:
+            raise WorkerTimeoutError("recv", timeout, slots.busy(BATCH))
+        kinds = [slots[index].kind for index in batch]
+        payloads = self._resolve(batch, "recv")
 
-        batch, self._arrival_order = self._arrival_order[:size], self._arrival_order[size:]
         rows = np.array(batch, dtype=np.int64)
-        results = [self._arrived.pop(index) for index in batch]
         arena = self._arena
         rewards = arena.rewards[rows]
         terminations = arena.terminations[rows]
         truncations = arena.truncations[rows]
-        resets = np.array([kind == "reset" for kind, _ in results])
+        resets = np.array([kind == "reset" for kind in kinds])
         rewards[resets] = 0.0
         terminations[resets] = False
         truncations[resets] = False
@@ -191,40 +200,9 @@ class AsyncBatchesMixin:
         else:
             observations = concatenate(
                 self.single_observation_space,
-                [payload[0] for _, payload in results],
+                [payload[0] for payload in payloads],
                 create_empty_array(self.single_observation_space, n=size, fn=np.zeros),
             )
-        infos = batch_infos([payload[1] for _, payload in results], _BatchInfos(size))
+        infos = self._batch_infos(rows, [payload[1] for payload in payloads], _BatchInfos(size))
         infos["env_id"] = rows.astype(np.int32)
         return observations, rewards, terminations, truncations, infos
-
-    # ---------------------------------------------------------------- internals
-
-    def _arrive(self, index: int, kind: str, payload: Any) -> None:
-        self._arrived[index] = (kind, payload)
-        self._arrival_order.append(index)
-
-    def _send_batch(self, index: int, kind: str, argument: Any) -> None:
-        if self._post(index, kind, argument):
-            self._in_flight[index] = kind
-        else:
-            self._absorb_dead(index, kind, noticed_by=kind)
-
-    def _absorb(self, index: int, reply: Any) -> None:
-        kind = self._in_flight.pop(index)
-        if reply is None:
-            self._absorb_dead(index, kind, noticed_by="recv")
-        elif not reply[0]:
-            self._broken = f"env {index} raised an exception in `{kind}`"
-            self._raise_worker_error([index], {index: reply}, "recv")
-        else:
-            self._arrive(index, kind, reply[1])
-
-    def _absorb_dead(self, index: int, kind: str, noticed_by: str) -> None:
-        if self.on_worker_failure != "restart":
-            self._raise_crash(index, noticed_by)
-        payload = self._replace_dead_worker(index, noticed_by)
-        if kind == "step":
-            payload = self._truncated_step(index, payload)
-        self._arrive(index, kind, payload)
-

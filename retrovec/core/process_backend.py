@@ -21,21 +21,28 @@ from __future__ import annotations
 import atexit
 import multiprocessing
 import os
+import pickle
 import weakref
 from collections.abc import Callable, Iterator, Sequence
-from multiprocessing.reduction import send_handle
+from multiprocessing.connection import Connection
+from multiprocessing.reduction import ForkingPickler
 from typing import Any
 
 import numpy as np
 from gymnasium import Env, Space, logger
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
-from gymnasium.vector.utils import CloudpickleWrapper, clear_mpi_env_vars, create_empty_array
+from gymnasium.vector.utils import CloudpickleWrapper, create_empty_array
 
-from retrovec.core.processes import ReplyWaiter, available_cores, frozen_heap, stop_processes
+from retrovec.core.actions import IN_ARENA, ActionRouter
 from retrovec.core.arena import ArenaLayout, SharedArena, is_shareable
-from retrovec.core.base import RetroVectorEnvBase
-from retrovec.core.worker import STEP_COMMAND, worker_main
+from retrovec.core.base import ReplacementDied, RetroVectorEnvBase
+from retrovec.core.channel import ChannelWaiter, WorkerChannel
+from retrovec.core.info_columns import InfoSchema
+from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
+from retrovec.core.server import error_reply
+from retrovec.core.slots import BATCH, CALL, SlotState
+from retrovec.core.worker import INFO_IN_COLUMNS, STEP_COMMAND, worker_main
 
 __all__ = ["AsyncRetroVectorEnv", "AsyncState", "spin_plan"]
 
@@ -119,6 +126,15 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             would otherwise go idle (:func:`spin_plan`: workers when ``num_envs`` <=
             cores, this process when ``num_envs`` < cores), else none; a number applies
             to every process; ``0`` sleeps at once.
+        validate_actions: ``False`` (gymnasium's behaviour): each env receives its action
+            exactly as the user gave it (a float64 array for a float32 Box stays float64,
+            a list of ints gives ints) and judges out-of-space actions itself; the arrays
+            go through shared memory when their dtype already is the space's.
+            ``True`` (what :func:`retrovec.make` uses for retro envs): every batch is
+            checked against the action space in this process before any env gets it
+            (a clear ``ValueError`` for an out-of-range button or a 0.5), button actions
+            given as floats or bools that are exactly 0/1 are accepted, and everything
+            goes through shared memory in the space's dtype.
 
     Raises:
         ValueError: ``env_fns`` is empty or holds something not callable, or an argument
@@ -156,6 +172,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         max_restarts: int = 3,
         batch_size: int | None = None,
         spin_seconds: float | None = None,
+        validate_actions: bool = False,
     ) -> None:
         if spin_seconds is not None and (
             isinstance(spin_seconds, bool)
@@ -167,8 +184,8 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
                 f"{spin_seconds!r}"
             )
         self.spin_seconds = None if spin_seconds is None else float(spin_seconds)
-        self._connections: list[Any] = []
-        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self._channels: list[WorkerChannel] = []
+        self._waiter: ChannelWaiter | None = None
         env_fns = self._init_base(
             env_fns,
             copy=copy,
@@ -178,6 +195,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             on_worker_failure=on_worker_failure,
             max_restarts=max_restarts,
             batch_size=batch_size,
+            validate_actions=validate_actions,
         )
         self.shared_memory = shared_memory
         self.context = context
@@ -187,8 +205,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         try:
             self._start_workers()
             self._state = AsyncState.WAITING_CALL
-            self._pending = set(range(self.num_envs))
-            descriptions = self._collect("__init__", timeout)
+            descriptions = self._finish_call("__init__", timeout)
             self._adopt_spaces(descriptions)
             self._attach_arena()
         except BaseException:
@@ -201,30 +218,33 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             _atexit_registered = True
         _open_envs.add(self)
 
+    @property
+    def processes(self) -> list[multiprocessing.process.BaseProcess]:
+        """The worker processes, by env index (a restarted env's is its replacement)."""
+        return [channel.process for channel in self._channels]
+
     # ------------------------------------------------------------------ start-up
 
-    def _spawn(self, index: int) -> tuple[Any, multiprocessing.process.BaseProcess]:
-        parent_conn, child_conn = self._ctx.Pipe()
-        process = self._ctx.Process(
-            target=worker_main,
-            name=f"Worker<{type(self).__name__}>-{index}",
-            args=(index, CloudpickleWrapper(self.env_fns[index]), child_conn, os.getpid(),
-                  self.autoreset_mode, self._spins[0]),
-            daemon=self.daemon,
-        )
-        with clear_mpi_env_vars():
-            process.start()
-        child_conn.close()
-        return parent_conn, process
+    def _process_factory(self, index: int) -> Callable[[Connection], Any]:
+        def make_process(child_end: Connection) -> multiprocessing.process.BaseProcess:
+            return self._ctx.Process(
+                target=worker_main,
+                name=f"Worker<{type(self).__name__}>-{index}",
+                args=(index, CloudpickleWrapper(self.env_fns[index]), child_end, os.getpid(),
+                      self.autoreset_mode, self._spins[0]),
+                daemon=self.daemon,
+            )
+
+        return make_process
 
     def _start_workers(self) -> None:
         self._spins = spin_plan(self.spin_seconds, self.num_envs, available_cores())
+        self._waiter = ChannelWaiter(self._spins[1], self._guard)
         with frozen_heap(self._ctx.get_start_method()):
             for index in range(self.num_envs):
-                parent_conn, process = self._spawn(index)
-                self._connections.append(parent_conn)
-                self.processes.append(process)
-        self._waiter = ReplyWaiter(self._connections, self.processes, self._spins[1])
+                channel = WorkerChannel.start(index, self._process_factory(index), self._waiter)
+                self._channels.append(channel)
+                self._slots.send(index, "build", None, CALL)
 
     def _attach_arena(self) -> None:
         self._observations_shared = self.shared_memory and is_shareable(
@@ -243,60 +263,91 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             observations=self._observations_shared,
         )
         self._arena = arena = SharedArena.create(layout)
-        self._write_actions = arena.action_writer() if layout.action_space is not None else None
+        own_fd(arena.fd)
+        self._actions = ActionRouter(
+            self.single_action_space, self.num_envs, arena, self.validate_actions
+        )
+        self._schemas: list[InfoSchema | None] = [None] * self.num_envs
         if self._observations_shared:
             self.observations = arena.observations()
         else:
             self.observations = create_empty_array(
                 self.single_observation_space, n=self.num_envs, fn=np.zeros
             )
-        for conn, process in zip(self._connections, self.processes):
-            conn.send(("attach", layout))
-            send_handle(conn, arena.fd, process.pid)
         self._layout = layout
+        message = self._encode("attach", layout)
+        for index in range(self.num_envs):
+            if self._attach(index, message):
+                self._slots.send(index, "attach", None, CALL)
+            else:
+                self._slots.died(index, "attach", None, CALL)
         self._state = AsyncState.WAITING_CALL
-        self._pending = set(range(self.num_envs))
-        self._collect("__init__", self.timeout)
+        self._finish_call("__init__", self.timeout)
+
+    def _attach(self, index: int, message: bytes) -> bool:
+        channel = self._channels[index]
+        return channel.send(message) and channel.send_fd(self._arena.fd)
 
     # ------------------------------------------------------------------ transport
 
-    def _post(self, index: int, kind: str, argument: Any) -> bool:
-        """Send one command down the worker's pipe; ``False`` if the pipe is broken, i.e.
-        the worker is gone. A step whose action is in the arena goes as pre-pickled bytes."""
-        conn = self._connections[index]
-        try:
-            if kind == "step" and argument is None:
-                conn.send_bytes(STEP_COMMAND)
-            else:
-                conn.send((kind, argument))
-        except OSError:
-            return False
-        return True
+    def _encode(self, kind: str, argument: Any) -> bytes:
+        """Pickle a command; a step whose action is in the arena is constant bytes."""
+        if kind == "step" and argument is IN_ARENA:
+            return STEP_COMMAND
+        return bytes(ForkingPickler.dumps((kind, argument)))
 
-    def _replies_from(
+    def _post(self, index: int, message: bytes) -> bool:
+        return self._channels[index].send(message)
+
+    def _replies(
         self, pending: set[int], timeout: float | None, wanted: int | None = None
     ) -> Iterator[tuple[int, Any]]:
-        """Replies as they arrive, from one epoll wait over pipes and process sentinels."""
-        for index, reply, alive in self._waiter.wait(pending, timeout):
-            yield index, (reply if alive else None)
+        """Replies as they arrive, from one epoll wait over sockets and process sentinels.
+        A reply that cannot be unpickled here becomes that env's error."""
+        channels = {index: self._channels[index] for index in pending}
+        for index, message in self._waiter.wait(channels, timeout, wanted):
+            pending.discard(index)
+            if message is None:
+                yield index, None
+            elif message == INFO_IN_COLUMNS:  # the common step: everything is in the arena
+                yield index, (True, (None, self._schemas[index]))
+            else:
+                yield index, self._decode_reply(index, message)
+
+    def _decode_reply(self, index: int, message: bytes) -> tuple[bool, Any]:
+        try:
+            reply = pickle.loads(message)
+        except Exception as error:
+            error.add_note(f"The reply of env {index} could not be unpickled in the parent.")
+            return error_reply(error)
+        payload = reply[1]
+        if reply[0] and type(payload) is tuple and len(payload) == 2 and (
+            type(payload[1]) is InfoSchema
+        ):
+            self._schemas[index] = payload[1]  # later replies say "the same as before"
+        return reply
 
     def _exitcode(self, index: int) -> int | None:
-        process = self.processes[index]
-        process.join(1.0)  # its pipe may close before it is reaped
-        return process.exitcode
+        return self._channels[index].exitcode()
 
-    def _restart_worker(self, index: int) -> tuple[Any, dict]:
-        self._connections[index].close()
-        self.processes[index].close()
+    def _replace_worker(self, index: int) -> None:
+        """Start the replacement first; retire the dead worker only once it runs."""
         with frozen_heap(self._ctx.get_start_method()):
-            self._connections[index], self.processes[index] = self._spawn(index)
-        self._waiter.watch(index)
-        self._check_description(index, self._request(index, None, None, "restart"))
-        if not self._post(index, "attach", self._layout):
-            self._raise_crash(index, "restart", "died again while being restarted")
-        send_handle(self._connections[index], self._arena.fd, self.processes[index].pid)
-        self._request(index, None, None, "restart")
-        return self._request(index, "reset-after-restart", None, "restart")
+            channel = WorkerChannel.start(index, self._process_factory(index), self._waiter)
+        self._channels[index], dead = channel, self._channels[index]
+        dead.retire(self._waiter, grace=0.0)
+        for step in ("build", "attach"):
+            if step == "attach" and not self._attach(index, self._encode("attach", self._layout)):
+                raise ReplacementDied(f"env {index}'s replacement died before attaching")
+            reply = self._request(index, None, None)
+            if reply is None:
+                raise ReplacementDied(f"env {index}'s replacement died during {step}")
+            if not reply[0]:
+                self._crashed = True
+                self._broken = f"the worker of env {index} failed while being restarted"
+                self._raise_worker_error([index], {index: reply[1]}, "restart")
+            if step == "build":
+                self._check_description(index, reply[1])
 
     # ------------------------------------------------------------------ shutdown
 
@@ -310,51 +361,45 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             terminate: Skip the envs' ``close()`` and terminate the workers at once.
         """
         _open_envs.discard(self)
-        grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
-        if terminate:
-            grace = 0.0
-        waiter = getattr(self, "_waiter", None)
-        quiet = self._crashed
-        if getattr(self, "_in_flight", None):  # EnvPool-style batches still running: normal
-            self._pending |= set(self._in_flight)
-            self._in_flight.clear()
-            self._state = AsyncState.WAITING_STEP
-            quiet = True
-        if waiter is not None and self._state != AsyncState.DEFAULT and self._pending:
-            if not quiet:
+        grace = 0.0 if terminate else (DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout)
+        slots = self._slots
+        busy = set(slots.busy(any_owner=True))
+        stuck: set[int] = set()
+        if self._waiter is not None and busy and not terminate:
+            if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
                 logger.warn(
                     f"Calling `close` while waiting for a pending call to "
                     f"`{self._state.value}` to complete."
                 )
-            for _ in waiter.wait(self._pending, grace):
-                pass
-            terminate = terminate or bool(self._pending)
+            slots.abandon(CALL)
+            slots.abandon(BATCH)
+            try:
+                self._wait_for(busy, grace)
+            finally:
+                stuck = set(busy)
         self._state = AsyncState.DEFAULT
-        self._replies = {}
-
-        if waiter is not None and not terminate:
-            closing = set()
-            for index, (conn, process) in enumerate(zip(self._connections, self.processes)):
-                if process.is_alive():
-                    try:
-                        conn.send(("close", None))
-                        closing.add(index)
-                    except OSError:
-                        pass
-            for index, reply, alive in waiter.wait(closing, grace):
-                if alive and reply is not None and not reply[0]:
+        if self._waiter is not None and not terminate:
+            message = self._encode("close", None)
+            closing = {
+                index for index, slot in enumerate(slots)
+                if index < len(self._channels) and index not in stuck
+                and slot.state is not SlotState.DEAD and self._post(index, message)
+            }
+            for index, reply in self._replies(closing, grace):
+                if reply is not None and not reply[0]:
                     logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
-            terminate = bool(closing)  # these never answered: do not wait for them again
+            stuck |= closing  # these never answered: do not wait for them again
         # Workers that closed their env exit by themselves within moments.
-        stop_processes(self.processes, timeout=0.0 if terminate else 5.0)
-        if waiter is not None:
-            waiter.close()
-        for conn in self._connections:
-            conn.close()
+        for channel in self._channels:
+            channel.release(self._waiter)
+        stop_processes(self.processes, timeout=0.0 if terminate or stuck else 5.0)
+        if self._waiter is not None:
+            self._waiter.close()
         if self._arena is not None:
+            disown_fd(self._arena.fd)
             # Drop our own views first so the mapping can go now (a user's copy=False
             # views keep it alive until they are gone).
-            self._write_actions = None
+            self._actions = None
             if self._observations_shared:
                 self.observations = None
             self._arena.close()

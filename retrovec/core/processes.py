@@ -1,8 +1,8 @@
 """Starting and stopping worker processes, and noticing when one dies.
 
-The parent never blocks on a pipe alone: :func:`wait_for_replies` waits on the pipes and
-the processes' sentinels together (as loky does), so a worker that dies without a word is
-seen at once instead of hanging the training loop.
+Workers are started by :class:`~retrovec.core.channel.WorkerChannel`; this module holds what
+that needs around it: which descriptors a forked child must drop, the spin before a sleep,
+the heap freeze that speeds up forking, and stopping processes for good.
 
 Example:
     >>> import multiprocessing as mp
@@ -21,13 +21,64 @@ import gc
 import os
 import select
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from multiprocessing import connection
-from multiprocessing.connection import Connection
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any
 
-__all__ = ["ReplyWaiter", "available_cores", "frozen_heap", "spin_poll", "stop_processes"]
+__all__ = [
+    "available_cores",
+    "disown_fd",
+    "frozen_heap",
+    "own_fd",
+    "spin_poll",
+    "stop_processes",
+]
+
+# The parent's own descriptors (its ends of the workers' sockets, the process sentinels,
+# the epoll set, the arena): a forked child must not keep them. If it did, a worker forked
+# after another would hold the parent's end of its sibling's socket, so a sibling blocked
+# writing a large reply would never see the parent die (an orphan), and closing a vector
+# env would not free its arena while another env's workers live.
+_PARENT_FDS: set[int] = set()
+
+
+def own_fd(fd: int) -> int:
+    """Mark ``fd`` as the parent's own: every process forked from now on drops it.
+
+    Example:
+        >>> read_end, write_end = os.pipe()
+        >>> own_fd(read_end) == read_end
+        True
+        >>> disown_fd(read_end); os.close(read_end); os.close(write_end)
+    """
+    _PARENT_FDS.add(fd)
+    return fd
+
+
+def disown_fd(fd: int) -> None:
+    """Forget ``fd`` (call it before closing the descriptor, so the number can be reused)."""
+    _PARENT_FDS.discard(fd)
+
+
+def _drop_parent_fds_in_child() -> None:
+    # dup2 of /dev/null rather than close: objects copied from the parent may still close
+    # these numbers later, and must not close a descriptor the child opened meanwhile.
+    if not _PARENT_FDS:
+        return
+    devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+    try:
+        for fd in _PARENT_FDS:
+            try:
+                os.dup2(devnull, fd, inheritable=False)
+            except OSError:
+                pass
+    finally:
+        os.close(devnull)
+    _PARENT_FDS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_parent_fds_in_child)
 
 
 def available_cores() -> int:
@@ -102,132 +153,6 @@ def frozen_heap(start_method: str) -> Iterator[None]:
         yield
     finally:
         gc.unfreeze()
-
-
-class ReplyWaiter:
-    """Waits for one reply from each of a set of workers, watching their sentinels.
-
-    Args:
-        connections: The parent's end of each worker's pipe, by env index.
-        processes: The worker processes, by env index.
-        spin_seconds: How long a wait polls, yielding the CPU, before it sleeps.
-    """
-
-    def __init__(
-        self,
-        connections: Sequence[Connection],
-        processes: Sequence[BaseProcess],
-        spin_seconds: float = 0.0,
-    ):
-        self.connections = connections
-        self.processes = processes
-        # Poll (yielding the CPU) this long before sleeping in epoll; see spin_poll.
-        self.spin_seconds = spin_seconds
-        # A persistent epoll set: multiprocessing.connection.wait builds and fills a new
-        # selector on every call, which costs more than the wait itself on the hot path.
-        # It is level-triggered, so a ready fd that nobody waits for (a dead worker's
-        # sentinel, a reply outside the current request) is muted until it is wanted.
-        self._epoll = select.epoll() if hasattr(select, "epoll") else None
-        self._owner: dict[int, tuple[int, bool]] = {}  # fd -> (env index, is its pipe)
-        self._fds: dict[int, tuple[int, int]] = {}  # env index -> (pipe fd, sentinel fd)
-        self._muted: set[int] = set()
-        for index in range(len(connections)):
-            self.watch(index)
-
-    def watch(self, index: int) -> None:
-        """(Re)register env ``index``'s pipe and sentinel, e.g. after a restart."""
-        if self._epoll is None:
-            return
-        self._unregister(index)
-        self._muted.discard(index)
-        fds = (self.connections[index].fileno(), self.processes[index].sentinel)
-        self._fds[index] = fds
-        for fd, is_pipe in zip(fds, (True, False)):
-            self._epoll.register(fd, select.EPOLLIN)
-            self._owner[fd] = (index, is_pipe)
-
-    def _unregister(self, index: int) -> None:
-        for fd in self._fds.get(index, ()):
-            if self._owner.pop(fd, None) is not None:
-                try:
-                    self._epoll.unregister(fd)
-                except (OSError, ValueError):
-                    pass  # closed already, which unregisters it
-
-    def close(self) -> None:
-        """Release the epoll descriptor."""
-        if self._epoll is not None:
-            self._epoll.close()
-            self._epoll = None
-
-    def _ready(self, pending: set[int], timeout: float | None) -> list[tuple[int, bool]]:
-        """``(index, is_pipe)`` for each ready pipe or sentinel of a pending env."""
-        if self._epoll is None:  # pragma: no cover - not Linux
-            waitables: dict[object, tuple[int, bool]] = {}
-            for index in pending:
-                waitables[self.connections[index]] = (index, False)  # poll it to be sure
-                waitables[self.processes[index].sentinel] = (index, False)
-            return [waitables[h] for h in connection.wait(list(waitables), timeout)]
-        for index in pending & self._muted:
-            self.watch(index)
-        ready = []
-        events = []
-        if self.spin_seconds:
-            spin = self.spin_seconds if timeout is None else min(self.spin_seconds, timeout)
-            events = spin_poll(self._epoll.poll, spin)
-        if not events:
-            events = self._epoll.poll(-1 if timeout is None else timeout)
-        for fd, _ in events:
-            owner = self._owner.get(fd)
-            if owner is None:
-                continue
-            index = owner[0]
-            if index in pending:
-                ready.append(owner)
-            elif index not in self._muted:
-                self._unregister(index)
-                self._muted.add(index)
-        return ready
-
-    def wait(
-        self, pending: set[int], timeout: float | None
-    ) -> Iterable[tuple[int, object, bool]]:
-        """Yield ``(index, reply, alive)`` as replies arrive, until ``pending`` is empty.
-
-        Indices are removed from ``pending`` as they are yielded. A worker that died yields
-        ``(index, None, False)``; a reply it sent before dying is still delivered first.
-        Returns early, leaving ``pending`` non-empty, when ``timeout`` runs out.
-
-        Args:
-            pending: Env indices still owing a reply (mutated).
-            timeout: Seconds in all; ``None`` waits as long as it takes.
-
-        Yields:
-            ``(index, reply, alive)``.
-        """
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while pending:
-            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready = self._ready(pending, remaining)
-            if not ready and deadline is not None and time.monotonic() >= deadline:
-                return
-            for index, is_pipe in ready:
-                if index not in pending:
-                    continue  # its pipe and sentinel were both ready
-                conn = self.connections[index]
-                # A ready pipe holds a reply or EOF; after a sentinel, look before reading.
-                if is_pipe or conn.poll():
-                    try:
-                        reply = conn.recv()
-                    except (EOFError, OSError):
-                        pending.discard(index)
-                        yield index, None, False
-                        continue
-                    pending.discard(index)
-                    yield index, reply, True
-                elif not self.processes[index].is_alive():
-                    pending.discard(index)
-                    yield index, None, False
 
 
 def stop_processes(processes: Sequence[BaseProcess], timeout: float) -> None:

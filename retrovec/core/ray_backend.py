@@ -4,11 +4,21 @@ When one machine has too few cores, the emulators can run anywhere in a Ray clus
 Each env is one actor (one worker process: stable-retro's one emulator per process still
 holds) placed by Ray's scheduler; the driver keeps gymnasium's vector API, the autoreset
 modes, info batching, errors and EnvPool-style batches of
-:class:`~retrovec.AsyncRetroVectorEnv`. Data flows one way around the loop::
+:class:`~retrovec.AsyncRetroVectorEnv`. Both are
+:class:`~retrovec.core.base.RetroVectorEnvBase`; this module is only the Ray transport.
+Data flows one way around the loop::
 
-    driver ──actor call: step(action)──▶ actor i (any node) ──env.step──┐
-    driver ◀──ray.wait + ray.get: (obs, reward, terminated, truncated, info)──┘
+    driver ──actor.handle.remote("step", action)──▶ actor i (any node): EnvServer.step ──┐
+    driver ◀──ray.wait + ray.get: (True, (obs, reward, terminated, truncated, info))─────┘
                        (through Ray's object store: zero-copy numpy reads on the same node)
+
+The actor (:class:`EnvActor`) holds the same :class:`~retrovec.core.server.EnvServer` as a
+worker process, so every command (``reset``, ``reset-noop``, ``reset-after-restart``,
+``step``, ``call``, ``setattr``) behaves exactly as there. Its replies are
+``(True, result)`` or :func:`~retrovec.core.server.error_reply`'s ``(False, error)``; the
+driver puts a step's reward and flags into its driver arena
+(:meth:`~retrovec.core.base.RetroVectorEnvBase._attach_driver_arena`), where the base
+class batches them.
 
 Ray is an optional dependency (``pip install 'retrovec[ray]'``): importing this module does
 not import it; building a :class:`RayRetroVectorEnv` does. See ``docs/ray.md``.
@@ -32,18 +42,29 @@ from gymnasium import Env, Space, logger
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 
-from retrovec.core.autoreset import autoreset_step
+from retrovec.core.actions import IN_ARENA
 from retrovec.core.arena import copy_structure
-from retrovec.core.base import RetroVectorEnvBase
-from retrovec.core.worker import error_reply
+from retrovec.core.base import ReplacementDied, RetroVectorEnvBase
+from retrovec.core.server import (
+    EnvServer,
+    ErrorPayload,
+    describe,
+    error_reply,
+    one_thread_per_library,
+)
+from retrovec.core.slots import BATCH, CALL, SlotState
 
-__all__ = ["RayRetroVectorEnv", "import_ray"]
+__all__ = ["EnvActor", "RayRetroVectorEnv", "import_ray"]
 
 #: Seconds ``close()`` waits for the actors to close their envs when given no timeout.
 DEFAULT_CLOSE_TIMEOUT = 30.0
 
-#: Methods that ``call`` must not reach (they have their own commands), as in gymnasium.
-_RESERVED_CALLS = ("reset", "step", "close", "_setattr", "_check_spaces")
+#: Commands that are actor methods of their own; every other one goes to
+#: :meth:`EnvActor.handle`.
+_ACTOR_METHODS = ("build", "close")
+
+#: Commands whose argument comes from the user and may not pickle: checked by ``_encode``.
+_CHECKED_ARGUMENTS = ("reset", "call", "setattr")
 
 
 def import_ray() -> Any:
@@ -66,88 +87,65 @@ def import_ray() -> Any:
 
 
 class EnvActor:
-    """One env in a Ray actor. Every method answers ``(True, payload)`` or
-    ``(False, error)`` (as :func:`retrovec.core.worker.error_reply` packs it), so an exception
-    in the env never kills the actor and ``close()`` still closes the env cleanly."""
+    """One env in a Ray actor: an :class:`~retrovec.core.server.EnvServer` behind three
+    methods. Each answers ``(True, result)`` or ``(False, error)`` (as
+    :func:`~retrovec.core.server.error_reply` packs it), so an exception in the env never
+    kills the actor and ``close()`` still closes the env cleanly.
 
-    def __init__(self, index: int, env_fn: Callable[[], Env], autoreset_mode: AutoresetMode):
-        self.index = index
+    Args:
+        env_fn: Builds the env (in the actor, by :meth:`build`).
+        autoreset_mode: How ``step`` handles episode ends.
+    """
+
+    def __init__(self, env_fn: Callable[[], Env], autoreset_mode: AutoresetMode) -> None:
         self.env_fn = env_fn
         self.autoreset_mode = AutoresetMode(autoreset_mode)
-        self.env: Env | None = None
-        self.needs_reset = False
-        self.last_observation: Any = None
+        self.server: EnvServer | None = None
 
-    def _answer(self, method: Callable[..., Any], *args: Any) -> tuple[bool, Any]:
+    def build(self) -> tuple[bool, Any]:
+        """Build the env.
+
+        Returns:
+            ``(True, description)``: :func:`~retrovec.core.server.describe`'s spaces,
+            metadata and render mode, plus this actor's ``pid`` and Ray ``node_id``; or
+            ``(False, error)`` with what ``env_fn`` raised.
+        """
+        import ray
+
         try:
-            return True, method(*args)
+            env = self.env_fn()
+            one_thread_per_library()
+            self.server = EnvServer(env, self.autoreset_mode)
+            description = describe(env)
+        except Exception as error:
+            return error_reply(error)
+        node_id = ray.get_runtime_context().get_node_id()
+        return True, {**description, "pid": os.getpid(), "node_id": node_id}
+
+    def handle(self, kind: str, argument: Any) -> tuple[bool, Any]:
+        """Run one :class:`~retrovec.core.server.EnvServer` command.
+
+        Args:
+            kind: The command (``"step"``, ``"reset"``, ``"call"``...).
+            argument: Its argument (for ``"step"``, the action).
+
+        Returns:
+            ``(True, result)`` (for ``"step"``: ``(observation, reward, terminated,
+            truncated, info)``) or ``(False, error)``.
+        """
+        try:
+            return True, self.server.handle(kind, argument)
         except Exception as error:
             return error_reply(error)
 
-    def build(self) -> tuple[bool, Any]:
-        """Build the env; answer its spaces, metadata, render mode, pid and node."""
-        return self._answer(self._build)
-
-    def _build(self) -> dict[str, Any]:
-        import ray
-
-        env = self.env = self.env_fn()
-        return {
-            "observation_space": env.observation_space,
-            "action_space": env.action_space,
-            "metadata": dict(env.metadata),
-            "render_mode": env.render_mode,
-            "pid": os.getpid(),
-            "node_id": ray.get_runtime_context().get_node_id(),
-        }
-
-    def reset(self, seed: int | None, options: dict | None) -> tuple[bool, Any]:
-        return self._answer(self._reset, seed, options)
-
-    def _reset(self, seed: int | None, options: dict | None) -> tuple[Any, dict]:
-        observation, info = self.env.reset(seed=seed, options=options)
-        self.needs_reset = False
-        self.last_observation = observation
-        return observation, info
-
-    def reset_noop(self) -> tuple[bool, Any]:
-        """A row of a masked reset that leaves this env alone: its current observation."""
-        return True, (self.last_observation, {})
-
-    def reset_after_restart(self) -> tuple[bool, Any]:
-        """Reset a replacement actor's env. Its episode is reported as truncated, so under
-        NEXT_STEP the next step is the reset step that follows an episode end."""
-        answer = self._answer(self._reset, None, None)
-        self.needs_reset = self.autoreset_mode is AutoresetMode.NEXT_STEP
-        return answer
-
-    def step(self, action: Any) -> tuple[bool, Any]:
-        return self._answer(self._step, action)
-
-    def _step(self, action: Any) -> tuple[Any, float, bool, bool, dict]:
-        observation, reward, terminated, truncated, info, self.needs_reset = autoreset_step(
-            self.env, action, self.autoreset_mode, self.needs_reset
-        )
-        self.last_observation = observation
-        return observation, reward, terminated, truncated, info
-
-    def call(self, name: str, args: tuple, kwargs: dict) -> tuple[bool, Any]:
-        return self._answer(self._call, name, args, kwargs)
-
-    def _call(self, name: str, args: tuple, kwargs: dict) -> Any:
-        if name in _RESERVED_CALLS:
-            raise ValueError(
-                f"Trying to call function `{name}` with `call`, use `{name}` directly instead."
-            )
-        attribute = self.env.get_wrapper_attr(name)
-        return attribute(*args, **kwargs) if callable(attribute) else attribute
-
-    def setattr(self, name: str, value: Any) -> tuple[bool, Any]:
-        return self._answer(self.env.set_wrapper_attr, name, value)
-
     def close(self) -> tuple[bool, Any]:
-        env, self.env = self.env, None
-        return self._answer(env.close) if env is not None else (True, None)
+        """Close the env (if it was built): ``(True, None)`` or ``(False, error)``."""
+        try:
+            if self.server is not None:
+                self.server.close()
+        except Exception as error:
+            return error_reply(error)
+        return True, None
 
 
 # --------------------------------------------------------------------------- driver side
@@ -180,6 +178,16 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
             is lost counts as dead.
         max_restarts: With ``"restart"``, restarts allowed per env.
         batch_size: How many envs :meth:`recv` returns (``None``: ``num_envs``).
+        validate_actions: As for :class:`~retrovec.AsyncRetroVectorEnv`: ``False`` sends
+            each env its action as the user gave it; ``True`` (what :func:`retrovec.make`
+            uses for retro envs) checks every batch against the action space in the
+            driver and converts it to the space's dtype before any actor gets it.
+
+    Attributes:
+        actors: Each env's actor handle, by env index (a restarted env's is its
+            replacement).
+        worker_pids: Each actor's process id, on its node.
+        node_ids: Each actor's Ray node id (as ``ray.get_runtime_context()`` says).
 
     Raises:
         ImportError: Ray is not installed.
@@ -204,10 +212,11 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         on_worker_failure: str = "raise",
         max_restarts: int = 3,
         batch_size: int | None = None,
+        validate_actions: bool = False,
     ) -> None:
         self.actors: list[Any] = []
-        self._refs: dict[int, Any] = {}  # env index -> ObjectRef of its unanswered call
-        self._kinds: dict[int, str] = {}  # env index -> the command of that call
+        #: env index -> (command, ObjectRef) of its unanswered actor call.
+        self._calls: dict[int, tuple[str, Any]] = {}
         env_fns = self._init_base(
             env_fns,
             copy=copy,
@@ -217,6 +226,7 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
             on_worker_failure=on_worker_failure,
             max_restarts=max_restarts,
             batch_size=batch_size,
+            validate_actions=validate_actions,
         )
         if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
             raise ValueError(f"num_cpus must be a number >= 0, got {num_cpus!r}.")
@@ -233,7 +243,6 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self._ray = ray = import_ray()
         self.num_cpus = num_cpus
         self.actor_options = per_env
-        #: Each actor's process id and Ray node id (as ``ray.get_runtime_context()`` says).
         self.worker_pids: list[int] = [0] * self.num_envs
         self.node_ids: list[str] = [""] * self.num_envs
         if not ray.is_initialized():
@@ -241,25 +250,23 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self._actor_class = ray.remote(EnvActor)
 
         try:
-            self.actors = [None] * self.num_envs
+            self.actors = [self._start_actor(index) for index in range(self.num_envs)]
+            self._dispatch([(index, "build", None) for index in range(self.num_envs)], CALL)
             self._state = AsyncState.WAITING_CALL
-            for index in range(self.num_envs):
-                self.actors[index] = self._start_actor(index)
-                self._send(index, "build", None, "__init__")
-            descriptions = self._collect("__init__", timeout)
-            self._adopt_spaces(descriptions)
+            self._adopt_spaces(self._finish_call("__init__", timeout))
             self._attach_driver_arena()
         except BaseException:
-            self.close(terminate=True)
+            self.close(terminate=self._crashed, timeout=5.0)
             raise
 
     # ------------------------------------------------------------------ start-up
 
     def _start_actor(self, index: int) -> Any:
+        """A new actor for env ``index`` (its env is built by a ``"build"`` command)."""
         options = {"num_cpus": self.num_cpus, "max_restarts": 0, "max_task_retries": 0}
         options.update(self.actor_options[index])
         return self._actor_class.options(**options).remote(
-            index, self.env_fns[index], self.autoreset_mode
+            self.env_fns[index], self.autoreset_mode
         )
 
     def _check_description(self, index: int, description: dict[str, Any]) -> None:
@@ -267,74 +274,106 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self.worker_pids[index] = description["pid"]
         self.node_ids[index] = description["node_id"]
 
+    def _kill(self, actor: Any) -> None:
+        """Stop an actor for good (dead or not)."""
+        try:
+            self._ray.kill(actor, no_restart=True)
+        except Exception:  # pragma: no cover - Ray already shut down
+            pass
+
     # ------------------------------------------------------------------ transport
 
-    def _post(self, index: int, kind: str, argument: Any) -> bool:
-        """Call the actor's method for ``kind``; a dead actor shows when its reply is read."""
+    def _encode(self, kind: str, argument: Any) -> tuple[str, Any]:
+        """The command itself, once its argument is known to pickle.
+
+        Only the user's arguments (``reset``'s options, ``call``'s and ``setattr``'s values)
+        are checked: Ray would refuse them in ``_post``, after other envs had theirs. A
+        step's action comes from the action space and is not pickled twice.
+
+        Raises:
+            Exception: The argument cannot be pickled (e.g. ``TypeError``,
+                ``pickle.PicklingError``); nothing was sent.
+        """
+        if kind in _CHECKED_ARGUMENTS:
+            self._ray.cloudpickle.dumps(argument)
+        return kind, argument
+
+    def _post(self, index: int, message: tuple[str, Any]) -> bool:
+        """Call the actor's method for the command; a dead actor shows when its reply is
+        read. ``False`` only for an env whose actor could not be started."""
         actor = self.actors[index]
-        if kind == "step":
-            action = self._read_actions[index]() if argument is None else argument
-            ref = actor.step.remote(action)
+        if actor is None:
+            return False
+        kind, argument = message
+        if kind in _ACTOR_METHODS:
+            ref = getattr(actor, kind).remote()
         else:
-            method = getattr(actor, kind.replace("-", "_"))
-            ref = method.remote() if argument is None else method.remote(*argument)
-        self._refs[index] = ref
-        self._kinds[index] = kind
+            if kind == "step" and argument is IN_ARENA:  # the action is in the driver arena
+                argument = self._read_actions[index]()
+            ref = actor.handle.remote(kind, argument)
+        self._calls[index] = (kind, ref)
         return True
 
-    def _replies_from(
+    def _replies(
         self, pending: set[int], timeout: float | None, wanted: int | None = None
     ) -> Iterator[tuple[int, Any]]:
         """Replies as ``ray.wait`` reports them ready: all of ``pending`` at once, or the
         first ``wanted``."""
         ray = self._ray
         deadline = None if timeout is None else time.monotonic() + timeout
-        while pending:
-            by_ref = {self._refs[index]: index for index in pending}
-            count = len(by_ref) if wanted is None else max(1, min(wanted, len(by_ref)))
+        while pending and (wanted is None or wanted > 0):
+            by_ref = {self._calls[index][1]: index for index in pending}
+            count = len(by_ref) if wanted is None else min(wanted, len(by_ref))
             left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            ready, _ = ray.wait(list(by_ref), num_returns=count, timeout=left)
+            with self._guard.released():
+                ready, _ = ray.wait(list(by_ref), num_returns=count, timeout=left)
             if not ready:
                 return
             for ref in ready:
                 index = by_ref[ref]
                 pending.discard(index)
-                del self._refs[index]
                 if wanted is not None:
                     wanted -= 1
                 yield index, self._reply(index, ref)
 
-    def _reply(self, index: int, ref: Any) -> Any:
-        """One finished call's reply, in the base class's form: ``None`` if the actor (or
-        its node) died; a step's reward and flags go into the staging arena."""
+    def _reply(self, index: int, ref: Any) -> tuple[bool, Any] | None:
+        """One finished call's reply in the base class's form: ``None`` if the actor (or
+        its node, with the reply) is gone; a step's reward and flags go into the driver
+        arena and its payload becomes ``(observation, info)``."""
         ray = self._ray
-        kind = self._kinds.pop(index, None)
+        kind, _ = self._calls.pop(index)
         try:
             reply = ray.get(ref)
-        except ray.exceptions.RayActorError as error:  # ActorDiedError, node death...
-            self._crash_cause = error
+        except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
+            self._crash_cause = error  # ActorDiedError, a lost node, a lost reply...
             return None
         except ray.exceptions.RayTaskError as error:  # e.g. a reply that would not pickle
-            cause = getattr(error, "cause", None)
-            if not isinstance(cause, BaseException):
-                cause = error
-            return False, (cause, type(cause).__qualname__, str(cause), str(error))
-        if kind == "step" and reply[0]:
-            observation, reward, terminated, truncated, info = reply[1]
-            arena = self._arena
-            arena.rewards[index] = reward
-            arena.terminations[index] = terminated
-            arena.truncations[index] = truncated
-            if "final_obs" in info:  # copy it out of the object store (read-only views)
-                info = {**info, "final_obs": copy_structure(info["final_obs"])}
-            reply = (True, (observation, info))
-        return reply
+            return False, _task_error(error)
+        if kind != "step" or not reply[0]:
+            return reply
+        observation, reward, terminated, truncated, info = reply[1]
+        arena = self._arena
+        arena.rewards[index] = reward
+        arena.terminations[index] = terminated
+        arena.truncations[index] = truncated
+        if "final_obs" in info:  # copy it out of the object store (read-only views)
+            info = {**info, "final_obs": copy_structure(info["final_obs"])}
+        return True, (observation, info)
 
-    def _restart_worker(self, index: int) -> tuple[Any, dict]:
-        self._ray.kill(self.actors[index], no_restart=True)
+    def _replace_worker(self, index: int) -> None:
+        """Kill env ``index``'s actor, start a new one and build its env there."""
+        dead, self.actors[index] = self.actors[index], None
+        self._calls.pop(index, None)
+        self._kill(dead)
         self.actors[index] = self._start_actor(index)
-        self._check_description(index, self._request(index, "build", None, "restart"))
-        return self._request(index, "reset-after-restart", None, "restart")
+        reply = self._request(index, "build", None)
+        if reply is None:
+            raise ReplacementDied(f"env {index}'s replacement actor died building its env")
+        if not reply[0]:
+            self._crashed = True
+            self._broken = f"the Ray actor of env {index} failed while being restarted"
+            self._raise_worker_error([index], {index: reply[1]}, "restart")
+        self._check_description(index, reply[1])
 
     # ------------------------------------------------------------------ shutdown
 
@@ -342,43 +381,54 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         """Close every env in its actor, then kill the actors.
 
         Args:
-            timeout: Seconds to wait for a pending call and for the envs to close;
-                ``None`` means 30 s. Actors still busy then are killed.
+            timeout: Seconds to wait for the calls in flight, then as long again for the
+                envs to close; ``None`` means 30 s. Actors still busy then are killed
+                without closing their envs.
             terminate: Skip the envs' ``close()`` and kill the actors at once.
         """
+        ray = getattr(self, "_ray", None)
         grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
-        ray = self._ray if hasattr(self, "_ray") else None
-        actors = [actor for actor in self.actors if actor is not None]
-        if ray is not None and actors and not terminate:
-            if self._state != AsyncState.DEFAULT and self._pending and not self._crashed:
+        slots = self._slots
+        running = ray is not None and any(actor is not None for actor in self.actors)
+        stuck = set(slots.busy(any_owner=True))
+        if running and not terminate:
+            if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
                 logger.warn(
-                    f"Calling `close` while waiting for a pending call to "
+                    "Calling `close` while waiting for a pending call to "
                     f"`{self._state.value}` to complete."
                 )
-            if self._refs:  # pending calls and batches in flight
-                ray.wait(list(self._refs.values()), num_returns=len(self._refs), timeout=grace)
-            refs = [actor.close.remote() for actor in actors]
-            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=grace)
-            for ref in ready:
-                try:
-                    ok, payload = ray.get(ref)
-                except ray.exceptions.RayError:
-                    continue  # a dead actor has nothing to close
-                if not ok:
-                    logger.warn(f"An env raised while closing:\n{payload[3]}")
-        if ray is not None:
-            for actor in actors:
-                try:
-                    ray.kill(actor, no_restart=True)
-                except Exception:  # pragma: no cover - Ray already shut down
-                    pass
-        self.actors = []
-        self._pending, self._replies, self._in_flight, self._arrived = set(), {}, {}, {}
-        self._refs, self._kinds = {}, {}
-        self._arrival_order = []
+            slots.abandon(CALL)
+            slots.abandon(BATCH)
+            if stuck:
+                self._wait_for(stuck, grace)  # leaves those that did not answer
+            closing = {
+                index for index, actor in enumerate(self.actors)
+                if actor is not None and index not in stuck
+                and slots[index].state is not SlotState.DEAD
+                and self._post(index, ("close", None))
+            }
+            with self._guard:
+                for index, reply in self._replies(closing, grace):
+                    if reply is not None and not reply[0]:
+                        logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
         self._state = AsyncState.DEFAULT
+        if ray is not None:
+            for actor in self.actors:
+                if actor is not None:
+                    self._kill(actor)
+        self.actors = []
+        self._calls = {}
         if self._arena is not None:
-            self._write_actions = None
+            self._actions = None
             self._read_actions = []
             self._arena.close()
             self._arena = None
+
+
+def _task_error(error: Exception) -> ErrorPayload:
+    """The error payload of an actor call that raised outside the env (Ray's
+    ``RayTaskError``: e.g. its reply would not pickle), with the actor's traceback."""
+    cause = getattr(error, "cause", None)
+    if not isinstance(cause, BaseException):
+        cause = error
+    return cause, type(cause).__qualname__, str(cause), str(error)

@@ -1,20 +1,21 @@
-"""Everything that runs in a worker process: one env, one pipe, one row of the arena.
+"""Everything that runs in a worker process: one env, one socket, one row of the arena.
 
-Protocol (parent -> worker, over the worker's own socketpair):
+Protocol (parent -> worker, over the worker's own socketpair, ``multiprocessing`` framing):
 
 1. The worker builds its env and replies with its spaces, metadata and render mode.
 2. ``("attach", layout)`` followed by the arena's file descriptor (SCM_RIGHTS): the worker
    maps the arena and from then on writes observations, rewards, terminations and
    truncations into its row, and reads its actions from it.
-3. ``("reset", (seed, options))``, ``("reset-noop", None)``, ``("reset-after-restart",
-   None)``, ``("step", action_or_None)``,
-   ``("call", (name, args, kwargs))``, ``("setattr", (name, value))``, ``("close", None)``.
+3. The commands of :class:`~retrovec.core.server.EnvServer` (``reset``, ``reset-noop``,
+   ``reset-after-restart``, ``step``, ``call``, ``setattr``), and ``("close", None)``.
 
 Every command gets exactly one reply, ``(True, payload)`` or ``(False, error)``, so a reply
 can never be taken for the answer to another command. An exception in the env is sent back
 (with its traceback) and the worker keeps serving, so that ``close()`` still closes the env
 cleanly (recordings are finalised). The worker ignores SIGINT (Ctrl-C is the parent's to
-handle) and exits on its own, closing its env, when the parent process disappears.
+handle) and exits on its own, closing its env, when the parent process disappears: it
+polls for that while idle, and a write to a parent that died fails at once, since no other
+process holds the parent's end of the socket.
 """
 
 from __future__ import annotations
@@ -23,7 +24,6 @@ import os
 import pickle
 import select
 import signal
-import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -33,46 +33,24 @@ from typing import Any
 from gymnasium import Env
 from gymnasium.vector import AutoresetMode
 
-from retrovec.core.autoreset import autoreset_step
-from retrovec.core.processes import spin_poll
+from retrovec.core.actions import IN_ARENA
 from retrovec.core.arena import ArenaLayout, SharedArena
+from retrovec.core.info_columns import InfoColumnWriter, InfoSchema
+from retrovec.core.processes import spin_poll
+from retrovec.core.server import EnvServer, describe, error_reply, one_thread_per_library
 
-__all__ = ["STEP_COMMAND", "ErrorPayload", "error_reply", "worker_main"]
+__all__ = ["INFO_IN_COLUMNS", "STEP_COMMAND", "worker_main"]
 
 #: The step command when actions are in shared memory: pickled once, compared as bytes.
-STEP_COMMAND = bytes(ForkingPickler.dumps(("step", None)))
+STEP_COMMAND = bytes(ForkingPickler.dumps(("step", IN_ARENA)))
+
+#: The reply to a step or reset whose observation is in the arena and whose info is in the
+#: arena's info columns with the schema this worker sent last: one byte, no pickling.
+#: (Not a pickle: every pickle starts with the PROTO opcode, 0x80.)
+INFO_IN_COLUMNS = b"C"
 
 #: How often an idle worker checks that its parent is still alive, in seconds.
 PARENT_CHECK_INTERVAL = 0.5
-
-
-#: Methods that ``call`` must not reach (they have their own commands), as in gymnasium.
-_RESERVED_CALLS = ("reset", "step", "close", "_setattr", "_check_spaces")
-
-ErrorPayload = tuple[BaseException | None, str, str, str]
-
-
-def error_reply(error: BaseException) -> tuple[bool, ErrorPayload]:
-    """Package an exception so the parent can raise it as its own type.
-
-    The exception object itself travels when it survives a pickle round trip; otherwise
-    its type name and message do, and the parent raises a ``RuntimeError`` naming them.
-    """
-    text = "".join(traceback.format_exception(error))
-    portable: BaseException | None = error
-    try:
-        pickle.loads(pickle.dumps(error))
-    except Exception:
-        portable = None
-    return False, (portable, type(error).__qualname__, str(error), text)
-
-
-def _one_thread_per_library() -> None:
-    """A worker is one of many processes: a thread pool in each would oversubscribe the
-    cores (OpenCV, used by the preprocessing wrappers, starts one per core by default)."""
-    cv2 = sys.modules.get("cv2")
-    if cv2 is not None:
-        cv2.setNumThreads(1)
 
 
 def _parent_alive(pid: int, initial_ppid: int) -> bool:
@@ -90,28 +68,19 @@ def _parent_alive(pid: int, initial_ppid: int) -> bool:
     return True
 
 
-class _EnvServer:
-    """Runs commands against one env and writes results into its row of the arena."""
+class _ArenaPublisher:
+    """Puts a server's results where the parent reads them: observation, reward and flags
+    into this env's row of the arena, the rest into the reply."""
 
-    def __init__(self, index: int, env: Env, conn: Connection, autoreset_mode: AutoresetMode):
+    def __init__(self, index: int, server: EnvServer, conn: Connection) -> None:
         self.index = index
-        self.env = env
+        self.server = server
         self.conn = conn
-        self.autoreset_mode = autoreset_mode
-        self.needs_reset = False
-        self.last_observation: Any = None
         self.arena: SharedArena | None = None
         self.write_observation: Callable[[Any], None] | None = None
         self.read_action: Callable[[], Any] | None = None
-        self.handlers: dict[str, Callable[[Any], Any]] = {
-            "reset": self.reset,
-            "reset-noop": self.reset_noop,
-            "reset-after-restart": self.reset_after_restart,
-            "step": self.step,
-            "call": self.call,
-            "setattr": self.setattr,
-            "attach": self.attach,
-        }
+        self.write_info: Callable[[dict], InfoSchema | None] | None = None
+        self.sent_schema: InfoSchema | None = None
 
     def attach(self, layout: ArenaLayout) -> None:
         self.arena = SharedArena.attach(layout, recv_handle(self.conn))
@@ -119,121 +88,105 @@ class _EnvServer:
             self.write_observation = self.arena.observation_writer(self.index)
         if layout.action_space is not None:
             self.read_action = self.arena.action_reader(self.index)
+        self.write_info = InfoColumnWriter(self.arena.info_columns[self.index]).write
 
-    def _publish(self, observation: Any) -> Any:
-        """Write the observation to shared memory, or return it to travel by pipe."""
-        if self.write_observation is not None:
-            self.write_observation(observation)
-            return None
-        self.last_observation = observation
-        return observation
+    def _publish(self, observation: Any, info: dict) -> Any:
+        """The payload for ``(observation, info)``, or :data:`INFO_IN_COLUMNS` when both
+        are in the arena and the info's schema is the one sent last."""
+        if self.write_observation is None:
+            return observation, info
+        self.write_observation(observation)
+        schema = self.write_info(info)
+        if schema is None:
+            self.sent_schema = None
+            return None, info
+        if schema is self.sent_schema:
+            return INFO_IN_COLUMNS
+        self.sent_schema = schema
+        return None, schema
 
-    def reset(self, data: tuple[int | None, dict | None]) -> tuple[Any, dict]:
-        seed, options = data
-        observation, info = self.env.reset(seed=seed, options=options)
-        self.needs_reset = False
-        return self._publish(observation), info
-
-    def reset_after_restart(self, _: None) -> tuple[Any, dict]:
-        """Reset a replacement worker's env. Its episode is reported as truncated, so
-        under NEXT_STEP the next step is the reset step that follows an episode end."""
-        observation, info = self.env.reset()
-        self.needs_reset = self.autoreset_mode is AutoresetMode.NEXT_STEP
-        return self._publish(observation), info
-
-    def reset_noop(self, _: None) -> tuple[Any, dict]:
-        return self.last_observation if self.write_observation is None else None, {}
-
-    def step(self, action: Any) -> tuple[Any, dict]:
-        if self.read_action is not None:
-            action = self.read_action()
-        observation, reward, terminated, truncated, info, self.needs_reset = autoreset_step(
-            self.env, action, self.autoreset_mode, self.needs_reset
-        )
-        arena = self.arena
-        assert arena is not None
-        arena.rewards[self.index] = reward
-        arena.terminations[self.index] = terminated
-        arena.truncations[self.index] = truncated
-        return self._publish(observation), info
-
-    def call(self, data: tuple[str, tuple, dict]) -> Any:
-        name, args, kwargs = data
-        if name in _RESERVED_CALLS:
-            raise ValueError(
-                f"Trying to call function `{name}` with `call`, use `{name}` directly instead."
-            )
-        attribute = self.env.get_wrapper_attr(name)
-        return attribute(*args, **kwargs) if callable(attribute) else attribute
-
-    def setattr(self, data: tuple[str, Any]) -> None:
-        name, value = data
-        self.env.set_wrapper_attr(name, value)
-
-    def serve(self, parent_pid: int, initial_ppid: int, spin_seconds: float = 0.0) -> None:
-        """Answer commands until ``close``, a closed pipe, or the parent's death.
-
-        Between commands the worker first spins for up to ``spin_seconds`` (see
-        :func:`retrovec.core.processes.spin_poll`), then sleeps until the next one."""
-        conn = self.conn
-        poller = select.poll()  # built once: the spin polls it between every two commands
-        poller.register(conn.fileno(), select.POLLIN)
-        handlers = self.handlers
-        while True:
-            ready = bool(spin_seconds) and bool(spin_poll(poller.poll, spin_seconds))
-            if not ready and not conn.poll(PARENT_CHECK_INTERVAL):
-                if not _parent_alive(parent_pid, initial_ppid):
-                    return
-                continue
-            try:
-                message = conn.recv_bytes()
-            except (EOFError, OSError):
-                return
-            # The step command is the same bytes every step: compare, don't unpickle.
-            command, data = ("step", None) if message == STEP_COMMAND else pickle.loads(message)
-            if command == "close":
-                try:
-                    self.close()
-                    _send(conn, (True, None))
-                except Exception as error:
-                    _send(conn, error_reply(error))
-                return
-            try:
-                reply: tuple[bool, Any] = (True, handlers[command](data))
-            except Exception as error:
-                reply = error_reply(error)
-            if not _send(conn, reply):
-                return
+    def run(self, kind: str, argument: Any) -> Any:
+        if kind == "step":
+            if argument is IN_ARENA:
+                argument = self.read_action()
+            observation, reward, terminated, truncated, info = self.server.step(argument)
+            arena = self.arena
+            index = self.index
+            arena.rewards[index] = reward
+            arena.terminations[index] = terminated
+            arena.truncations[index] = truncated
+            return self._publish(observation, info)
+        if kind == "attach":
+            return self.attach(argument)
+        result = self.server.handle(kind, argument)
+        if kind == "reset-noop":
+            return (None if self.write_observation is not None else result[0]), result[1]
+        if kind.startswith("reset"):
+            return self._publish(*result)
+        return result
 
     def close(self) -> None:
-        env, self.env = self.env, None  # type: ignore[assignment]
-        if env is not None:
-            env.close()
+        self.server.close()
         if self.arena is not None:
             self.arena.close()
             self.arena = None
 
 
-def _send(conn: Connection, reply: tuple[bool, Any]) -> bool:
+def _send(conn: Connection, reply: tuple[bool, Any] | bytes) -> bool:
+    """Send a reply (bytes as they are); a payload that does not pickle is answered with
+    that error. ``False`` if the parent is gone."""
     try:
-        conn.send(reply)
-    except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
-        return False  # the parent is gone
+        data = reply if type(reply) is bytes else ForkingPickler.dumps(reply)
     except Exception as error:  # the payload itself would not pickle
-        try:
-            conn.send(error_reply(error))
-        except Exception:
-            return False
+        data = ForkingPickler.dumps(error_reply(error))
+    try:
+        conn.send_bytes(data)
+    except (BrokenPipeError, ConnectionResetError, EOFError, OSError):
+        return False
     return True
 
 
-def _describe(env: Env) -> dict[str, Any]:
-    return {
-        "observation_space": env.observation_space,
-        "action_space": env.action_space,
-        "metadata": dict(env.metadata),
-        "render_mode": env.render_mode,
-    }
+def _serve(
+    publisher: _ArenaPublisher,
+    conn: Connection,
+    parent_pid: int,
+    initial_ppid: int,
+    spin_seconds: float,
+) -> None:
+    """Answer commands until ``close``, a closed socket, or the parent's death.
+
+    Between commands the worker first spins for up to ``spin_seconds`` (see
+    :func:`retrovec.core.processes.spin_poll`), then sleeps until the next one."""
+    poller = select.poll()  # built once: the spin polls it between every two commands
+    poller.register(conn.fileno(), select.POLLIN)
+    run = publisher.run
+    while True:
+        ready = bool(spin_seconds) and bool(spin_poll(poller.poll, spin_seconds))
+        if not ready and not conn.poll(PARENT_CHECK_INTERVAL):
+            if not _parent_alive(parent_pid, initial_ppid):
+                return
+            continue
+        try:
+            message = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        # The step command is the same bytes every step: compare, don't unpickle.
+        kind, argument = ("step", IN_ARENA) if message == STEP_COMMAND else pickle.loads(message)
+        if kind == "close":
+            try:
+                publisher.close()
+                _send(conn, (True, None))
+            except Exception as error:
+                _send(conn, error_reply(error))
+            return
+        try:
+            result = run(kind, argument)
+        except Exception as error:
+            reply: Any = error_reply(error)
+        else:
+            reply = INFO_IN_COLUMNS if result is INFO_IN_COLUMNS else (True, result)
+        if not _send(conn, reply):
+            return
 
 
 def worker_main(
@@ -249,29 +202,29 @@ def worker_main(
     Args:
         index: This env's index in the vector.
         env_fn: Builds the env (a ``CloudpickleWrapper`` under spawn and forkserver).
-        conn: The worker's end of its pipe.
+        conn: The worker's end of its socket.
         parent_pid: The vector env's process, watched so that orphans exit.
         autoreset_mode: How ``step`` handles episode ends.
         spin_seconds: How long to poll for the next command before sleeping.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     initial_ppid = os.getppid()
-    server: _EnvServer | None = None
+    publisher: _ArenaPublisher | None = None
     try:
         try:
             env = env_fn()
         except Exception as error:
             _send(conn, error_reply(error))
             return
-        _one_thread_per_library()
-        server = _EnvServer(index, env, conn, autoreset_mode)
-        if not _send(conn, (True, _describe(env))):
+        one_thread_per_library()
+        publisher = _ArenaPublisher(index, EnvServer(env, autoreset_mode), conn)
+        if not _send(conn, (True, describe(env))):
             return
-        server.serve(parent_pid, initial_ppid, spin_seconds)
+        _serve(publisher, conn, parent_pid, initial_ppid, spin_seconds)
     finally:
-        if server is not None:
+        if publisher is not None:
             try:
-                server.close()
+                publisher.close()
             except Exception:
                 traceback.print_exc()
         conn.close()

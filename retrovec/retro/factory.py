@@ -354,6 +354,9 @@ def make(
         )
         for s, first in zip(states, per_env)
     ]
+    # Retro button spaces: actions are checked in the parent, and 0/1 floats (a Bernoulli
+    # sample from a policy) are accepted (see AsyncRetroVectorEnv's validate_actions).
+    vector_kwargs.setdefault("validate_actions", True)
     if backend == "ray":
         from retrovec.core.ray_backend import RayRetroVectorEnv  # Ray is an optional extra
 

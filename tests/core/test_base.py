@@ -2,7 +2,7 @@
 
 ``InProcessVectorEnv`` gives it the simplest transport there is (every env in this process,
 every command answered at once; of no use with stable-retro, which allows one emulator per
-process) and must then behave exactly as gymnasium's vector envs do: the four transport
+process) and must then behave exactly as gymnasium's vector envs do: the five transport
 methods are the whole contract. The process and Ray transports are tested on the real
 emulator in test_backends.py."""
 
@@ -16,16 +16,18 @@ import pytest
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 
-from retrovec.core.autoreset import autoreset_step
-from retrovec.errors import RemoteTraceback, WorkerCrashedError
+from retrovec.core.actions import IN_ARENA
 from retrovec.core.base import RetroVectorEnvBase
-from retrovec.core.worker import error_reply
+from retrovec.core.server import EnvServer, describe, error_reply
+from retrovec.core.slots import CALL
+from retrovec.errors import RemoteTraceback, WorkerCrashedError
 from tests.envs import FailingEnv, ToyError, fns, make_toy
 from tests.lockstep import run_lockstep
 
 
 class InProcessVectorEnv(RetroVectorEnvBase):
-    """Every env in this process. ``kill(i)`` makes env ``i`` answer as a dead worker."""
+    """Every env in this process, each behind the same :class:`EnvServer` the workers use.
+    ``kill(i)`` makes env ``i`` answer as a dead worker until it is replaced."""
 
     _worker_noun = "in-process env"
 
@@ -38,27 +40,27 @@ class InProcessVectorEnv(RetroVectorEnvBase):
             on_worker_failure=on_worker_failure, max_restarts=max_restarts,
             batch_size=batch_size,
         )
-        self.envs: list[Any] = [None] * self.num_envs
-        self.needs_reset = [False] * self.num_envs
-        self.last_observation: list[Any] = [None] * self.num_envs
+        self.servers: list[EnvServer | None] = [None] * self.num_envs
         self.answers: dict[int, Any] = {}
         self.dead: set[int] = set()
         self.posted: list[tuple[int, str]] = []
+        self._dispatch([(index, "build", None) for index in range(self.num_envs)], CALL)
         self._state = AsyncState.WAITING_CALL
-        for index in range(self.num_envs):
-            self._send(index, "build", None, "__init__")
-        self._adopt_spaces(self._collect("__init__", timeout))
+        self._adopt_spaces(self._finish_call("__init__", timeout))
         self._attach_driver_arena()
 
     def kill(self, index: int) -> None:
         self.dead.add(index)
 
     # the transport
-    def _post(self, index: int, kind: str, argument: Any) -> bool:
+    def _encode(self, kind: str, argument: Any) -> Any:
+        return kind, argument
+
+    def _post(self, index: int, message: Any) -> bool:
+        kind, argument = message
         self.posted.append((index, kind))
         if index in self.dead:
-            self.answers[index] = None
-            return True
+            return False
         try:
             self.answers[index] = (True, self._run(index, kind, argument))
         except Exception as error:
@@ -67,55 +69,34 @@ class InProcessVectorEnv(RetroVectorEnvBase):
 
     def _run(self, index: int, kind: str, argument: Any) -> Any:
         if kind == "build":
-            env = self.envs[index] = self.env_fns[index]()
-            return {"observation_space": env.observation_space,
-                    "action_space": env.action_space, "metadata": dict(env.metadata),
-                    "render_mode": env.render_mode}
-        env = self.envs[index]
-        if kind in ("reset", "reset-after-restart"):
-            seed, options = argument or (None, None)
-            observation, info = env.reset(seed=seed, options=options)
-            self.last_observation[index] = observation
-            self.needs_reset[index] = (
-                kind == "reset-after-restart" and self.autoreset_mode is AutoresetMode.NEXT_STEP
-            )
-            return observation, info
-        if kind == "reset-noop":
-            return self.last_observation[index], {}
+            env = self.env_fns[index]()
+            self.servers[index] = EnvServer(env, self.autoreset_mode)
+            return describe(env)
+        server = self.servers[index]
         if kind == "step":
-            action = self._read_actions[index]() if argument is None else argument
-            observation, reward, terminated, truncated, info, self.needs_reset[index] = (
-                autoreset_step(env, action, self.autoreset_mode, self.needs_reset[index])
-            )
+            action = self._read_actions[index]() if argument is IN_ARENA else argument
+            observation, reward, terminated, truncated, info = server.step(action)
             self._arena.rewards[index] = reward
             self._arena.terminations[index] = terminated
             self._arena.truncations[index] = truncated
-            self.last_observation[index] = observation
             return observation, info
-        if kind == "call":
-            name, args, kwargs = argument
-            attribute = env.get_wrapper_attr(name)
-            return attribute(*args, **kwargs) if callable(attribute) else attribute
-        if kind == "setattr":
-            return env.set_wrapper_attr(*argument)
-        raise AssertionError(f"unknown command {kind!r}")
+        return server.handle(kind, argument)
 
-    def _replies_from(
+    def _replies(
         self, pending: set[int], timeout: float | None, wanted: int | None = None
     ) -> Iterator[tuple[int, Any]]:
         for index in sorted(pending):
             pending.discard(index)
-            yield index, self.answers.pop(index)
+            yield index, self.answers.pop(index, None)
 
-    def _restart_worker(self, index: int) -> tuple[Any, dict]:
+    def _replace_worker(self, index: int) -> None:
         self.dead.discard(index)
-        self._check_description(index, self._request(index, "build", None, "restart"))
-        return self._request(index, "reset-after-restart", None, "restart")
+        self._check_description(index, self._request(index, "build", None)[1])
 
     def close_extras(self, timeout=None, terminate=False) -> None:
-        for env in self.envs:
-            if env is not None:
-                env.close()
+        for server in self.servers:
+            if server is not None:
+                server.close()
         if self._arena is not None:
             self._write_actions = None
             self._read_actions = []

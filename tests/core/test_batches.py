@@ -115,10 +115,16 @@ def test_misuse_is_refused():
             envs.send((np.zeros(1, dtype=np.int64), np.zeros((1, 2), np.float32)), [5])
         with pytest.raises(ValueError, match="twice"):
             envs.send((np.zeros(2, dtype=np.int64), np.zeros((2, 2), np.float32)), [ids[0], ids[0]])
-        with pytest.raises(ValueError, match="outside the action space"):
-            envs.send((np.array([7, 0]), np.zeros((2, 2), np.float32)), ids)
     finally:
         envs.close()
+    checked = AsyncRetroVectorEnv(fns(make_toy, 3), batch_size=2, validate_actions=True)
+    try:
+        checked.async_reset(seed=0)
+        ids = checked.recv()[4]["env_id"]
+        with pytest.raises(ValueError, match="outside the action space"):
+            checked.send((np.array([7, 0]), np.zeros((2, 2), np.float32)), ids)
+    finally:
+        checked.close()
     with pytest.raises(ValueError, match="batch_size must be an int from 1 to num_envs=3"):
         AsyncRetroVectorEnv(fns(make_toy, 3), batch_size=4)
 

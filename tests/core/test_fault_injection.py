@@ -161,7 +161,7 @@ def test_restarts_give_up_after_max_restarts(tmp_path, context):
 
 @pytest.mark.parametrize("context", START_METHODS)
 def test_bad_input_is_refused_before_it_reaches_a_worker(context):
-    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2), context=context)
+    envs = AsyncRetroVectorEnv(fns(make_airstriker, 2), context=context, validate_actions=True)
     try:
         with pytest.raises(ResetNeeded, match=r"Call reset\(\) before step\(\): envs \[0, 1\]"):
             envs.step(np.zeros((2, 12), dtype=np.int8))

@@ -262,19 +262,30 @@ def test_idle_workers_and_parent_sleep_after_their_spin(spin_seconds):
         slow.close()
 
 
-def test_actions_of_the_wrong_shape_or_dtype_never_reach_a_worker():
+def test_actions_of_the_wrong_shape_never_reach_a_worker_and_dtypes_pass_as_in_gymnasium():
     envs = AsyncRetroVectorEnv(fns(make_airstriker, 2))
     try:
         envs.reset(seed=0)
-        with pytest.raises(ValueError, match=r"Expected actions of shape \(2, 12\)"):
+        with pytest.raises(ValueError, match=r"Expected 2 actions \(one per env\), got 3"):
             envs.step(np.zeros((3, 12), dtype=np.int8))
-        with pytest.raises(ValueError, match="Expected actions of dtype int8"):
-            envs.step(np.zeros((2, 12), dtype=np.float32))
-        observations, *_ = envs.step(np.zeros((2, 12), dtype=np.int64))  # same kind: fine
+        with pytest.raises(TypeError, match="Expected a batch of 2 actions"):
+            envs.step(np.int8(0))  # a scalar for a vector env, as gymnasium's iterate says
+        observations, *_ = envs.step(np.zeros((2, 12), dtype=np.float32))  # the env decides
         assert observations.shape == (2, 224, 320, 3)
+        observations, *_ = envs.step(np.zeros((2, 12), dtype=np.int64))
         observations, *_ = envs.step([[0] * 12, [1] * 12])  # nested lists, as gymnasium allows
     finally:
         envs.close()
+    checked = AsyncRetroVectorEnv(fns(make_airstriker, 2), validate_actions=True)
+    try:
+        checked.reset(seed=0)
+        with pytest.raises(ValueError, match=r"Expected actions of shape \(2, 12\)"):
+            checked.step(np.zeros((3, 12), dtype=np.int8))
+        with pytest.raises(ValueError, match="0.5"):
+            checked.step(np.full((2, 12), 0.5, dtype=np.float32))
+        checked.step(np.ones((2, 12), dtype=np.float32))  # a Bernoulli sample: exactly 0/1
+    finally:
+        checked.close()
 
 
 def test_text_observations_travel_through_the_pipes_when_shared_memory_is_on():
