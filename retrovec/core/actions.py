@@ -96,11 +96,11 @@ class ActionRouter:
         >>> arena = SharedArena.create(ArenaLayout.plan(2, buttons, buttons, False))
         >>> router = ActionRouter(buttons, 2, arena, validate=True)
         >>> router.route(np.array([[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]], np.float32))
-        [None, None]
+        [IN_ARENA, IN_ARENA]
         >>> arena.action_reader(0)()  # converted to the space's dtype
         array([1, 0, 1], dtype=int8)
         >>> router.route([[1, 0, 0]], rows=np.array([1]))  # env 1 only
-        [None]
+        [IN_ARENA]
         >>> arena.action_reader(1)()
         array([1, 0, 0], dtype=int8)
         >>> router.route(np.full((2, 3), 0.5))  # doctest: +ELLIPSIS

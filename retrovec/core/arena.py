@@ -314,8 +314,35 @@ class SharedArena:
 
     @classmethod
     def create(cls, layout: ArenaLayout) -> SharedArena:
-        """Allocate a new zero-filled arena (parent side)."""
-        return cls(layout, _anonymous_fd(layout.size))
+        """Allocate a new zero-filled arena (parent side). Its mapping is not inherited by
+        processes forked later (``MADV_DONTFORK``): a worker of another vector env must
+        not keep this one's memory alive."""
+        arena = cls(layout, _anonymous_fd(layout.size))
+        if hasattr(mmap, "MADV_DONTFORK"):
+            arena._mmap.madvise(mmap.MADV_DONTFORK)
+        return arena
+
+    def descriptors(self) -> list[int]:
+        """Every descriptor of this process that refers to the arena: :attr:`fd` and the
+        duplicate ``mmap`` keeps for itself (Linux; elsewhere just :attr:`fd`)."""
+        if self.fd < 0:
+            return []
+        found = [self.fd]
+        identity = os.fstat(self.fd)[1:3]  # (inode, device)
+        try:
+            names = os.listdir("/proc/self/fd")
+        except OSError:  # pragma: no cover - no procfs
+            return found
+        for name in names:
+            fd = int(name)
+            if fd == self.fd:
+                continue
+            try:
+                if os.fstat(fd)[1:3] == identity:
+                    found.append(fd)
+            except OSError:
+                continue
+        return found
 
     @classmethod
     def attach(cls, layout: ArenaLayout, fd: int) -> SharedArena:

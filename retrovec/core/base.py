@@ -34,49 +34,39 @@ from copy import deepcopy
 from typing import Any
 
 import numpy as np
-from gymnasium import Env, Space, logger
+from gymnasium import Env, Space
 from gymnasium.error import (
     AlreadyPendingCallError,
     ClosedEnvironmentError,
     NoAsyncCallError,
     ResetNeeded,
 )
-from gymnasium.spaces.utils import is_space_dtype_shape_equiv
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.async_vector_env import AsyncState
 from gymnasium.vector.utils import (
-    batch_differing_spaces,
-    batch_space,
     concatenate,
-    create_empty_array,
 )
 
 from retrovec.core.actions import ActionRouter
-from retrovec.core.arena import ArenaLayout, SharedArena, copy_structure, index_structure
+from retrovec.core.arena import SharedArena, copy_structure
 from retrovec.core.batches import AsyncBatchesMixin
+from retrovec.core.commands import CommandsMixin
 from retrovec.core.info_columns import InfoSchema, batch_info_columns, decode_info
 from retrovec.core.infos import batch_infos
-from retrovec.core.restart import POLICY
+from retrovec.core.restart import ReplacementDied, RestartMixin
 from retrovec.core.signals import InterruptGuard
-from retrovec.core.slots import CALL, SlotState, SlotTable
+from retrovec.core.slots import CALL, SlotTable
+from retrovec.core.spaces import SpacesMixin
 from retrovec.errors import (
     BrokenVectorEnvError,
-    RemoteTraceback,
-    SpacesMismatchError,
-    WorkerCrashedError,
-    WorkerTimeoutError,
-    describe_exitcode,
 )
 
-__all__ = ["ReplacementDied", "RetroVectorEnvBase"]
+__all__ = ["ReplacementDied", "RetroVectorEnvBase"]  # ReplacementDied: for transports
 
 
-class ReplacementDied(Exception):
-    """A replacement worker died before it could take commands (the restart loop tries
-    again while ``max_restarts`` allows)."""
-
-
-class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
+class RetroVectorEnvBase(
+    CommandsMixin, RestartMixin, SpacesMixin, AsyncBatchesMixin, VectorEnv
+):
     """The transport-agnostic part of retrovec's vector envs (see the module docstring).
 
     Subclasses set :attr:`_arena` (a :class:`~retrovec.core.arena.SharedArena` with at
@@ -201,294 +191,6 @@ class RetroVectorEnvBase(AsyncBatchesMixin, VectorEnv):
         self._resetting = np.ones(self.num_envs, dtype=np.bool_)
         self._init_async_batches(batch_size)
         return env_fns
-
-    def _adopt_spaces(self, descriptions: list[dict[str, Any]]) -> None:
-        """Take the spaces, metadata and render mode from the envs' descriptions."""
-        first = descriptions[0]
-        self.metadata = dict(first["metadata"])
-        self.metadata["autoreset_mode"] = self.autoreset_mode
-        self.render_mode = first["render_mode"]
-        self.single_action_space = first["action_space"]
-        self.action_space = batch_space(self.single_action_space, self.num_envs)
-
-        mode = self.observation_mode
-        if isinstance(mode, tuple):
-            self.observation_space, self.single_observation_space = mode
-        elif mode == "same":
-            self.single_observation_space = first["observation_space"]
-            self.observation_space = batch_space(self.single_observation_space, self.num_envs)
-        else:
-            self.single_observation_space = first["observation_space"]
-            self.observation_space = batch_differing_spaces(
-                [d["observation_space"] for d in descriptions]
-            )
-
-        for index, description in enumerate(descriptions):
-            self._check_description(index, description)
-
-    def _check_description(self, index: int, description: dict[str, Any]) -> None:
-        """Raise ``SpacesMismatchError`` if env ``index`` does not fit the batch."""
-        mode = self.observation_mode
-        space = description["observation_space"]
-        same = (
-            space == self.single_observation_space
-            if mode == "same"
-            else is_space_dtype_shape_equiv(space, self.single_observation_space)
-        )
-        if not same:
-            if mode == "same":
-                why = (
-                    f"{type(self).__name__}(..., observation_mode='same') however some of the "
-                    "sub-environments observation spaces are not equivalent. If this is "
-                    "intentional, use `observation_mode='different'` instead."
-                )
-            else:
-                why = f"observation_mode={mode!r} needs the same shape and dtype."
-            raise SpacesMismatchError(
-                f"The observation space of env {index} ({space}) differs from "
-                f"{self.single_observation_space}: {why}"
-            )
-        if description["action_space"] != self.single_action_space:
-            raise SpacesMismatchError(
-                f"The action space of env {index} ({description['action_space']}) differs "
-                f"from env 0's ({self.single_action_space}). In order to batch actions, "
-                "the action spaces from all environments must be equal."
-            )
-
-    def _attach_driver_arena(self) -> None:
-        """For transports whose envs do not share this machine's memory: a small arena in
-        this process, without observations. It checks actions exactly as the process
-        backend's does (:attr:`_read_actions` gives each env's back) and holds the batch's
-        rewards and done flags, so every batching path here serves that transport too."""
-        self.observations = create_empty_array(
-            self.single_observation_space, n=self.num_envs, fn=np.zeros
-        )
-        layout = ArenaLayout.plan(
-            self.num_envs, self.single_observation_space, self.single_action_space, False
-        )
-        self._arena = arena = SharedArena.create(layout)
-        self._actions = ActionRouter(
-            self.single_action_space, self.num_envs, arena, self.validate_actions
-        )
-        if layout.action_space is not None:
-            self._read_actions = [arena.action_reader(i) for i in range(self.num_envs)]
-
-    # ------------------------------------------------------------------ the slot table
-
-    def _dispatch(self, commands: Sequence[tuple[int, str, Any]], owner: str | None) -> None:
-        """Send ``(index, kind, argument)`` commands; each slot changes only once its send
-        worked (or shows its worker gone). Every command is encoded before the first goes
-        out, so one that cannot be pickled leaves every slot as it was."""
-        messages: dict[tuple[str, int], Any] = {}
-        encoded = []
-        for index, kind, argument in commands:
-            key = (kind, id(argument))
-            if key not in messages:
-                messages[key] = self._encode(kind, argument)
-            encoded.append((index, kind, argument, messages[key]))
-        with self._guard:
-            self._drain([index for index, *_ in encoded])
-            slots = self._slots
-            for index, kind, argument, message in encoded:
-                if slots[index].state is SlotState.DEAD:
-                    slots.died(index, kind, argument, owner)
-                elif self._post(index, message):
-                    slots.send(index, kind, argument, owner)
-                else:
-                    slots.died(index, kind, argument, owner)
-
-    def _drain(self, indices: Sequence[int]) -> None:
-        """Read and drop the replies of abandoned commands to ``indices`` (a reply must
-        never answer a later command)."""
-        abandoned = {i for i in indices if self._slots[i].state is SlotState.BUSY}
-        if abandoned:
-            self._wait_for(abandoned, self.timeout)
-            if abandoned:
-                raise WorkerTimeoutError("drain", self.timeout, sorted(abandoned))
-
-    def _wait_for(
-        self, pending: set[int], timeout: float | None, wanted: int | None = None
-    ) -> None:
-        """Settle slots as their replies arrive (``pending`` shrinks as they do)."""
-        settle = self._slots.settle
-        with self._guard:
-            for index, reply in self._replies(pending, timeout, wanted):
-                settle(index, reply)
-
-    def _finish_call(self, method: str, timeout: float | None) -> list[Any]:
-        """Wait for every slot of the pending call and return the payloads by env index.
-
-        Raises the env's exception (lowest index first), ``WorkerCrashedError`` for a dead
-        worker (or after a restart, for ``call``/``set_attr``), or ``WorkerTimeoutError``
-        leaving the call pending.
-        """
-        if timeout is None:
-            timeout = self.timeout
-        busy = set(self._slots.busy(CALL))
-        self._wait_for(busy, timeout)
-        if busy:
-            raise WorkerTimeoutError(method, timeout, sorted(busy))
-        self._state = AsyncState.DEFAULT
-        return self._resolve(self._slots.owned(CALL), method)
-
-    def _resolve(self, indices: list[int], method: str) -> list[Any]:
-        """Turn finished slots into payloads (by position in ``indices``), applying the
-        restart policy to dead ones and raising for failed ones; every slot ends IDLE."""
-        slots = self._slots
-        dead = [i for i in indices if slots[i].state is SlotState.DEAD]
-        restarted_in_call = []
-        if dead:
-            recoverable = self.on_worker_failure == "restart" and all(
-                slots[i].kind in POLICY for i in dead
-            )
-            if not recoverable:
-                for index in indices:
-                    if slots[index].state is not SlotState.DEAD:
-                        slots.collect(index)
-                self._raise_crash(dead[0], method)
-            for index in dead:
-                if self._revive(index, method) == "raise_restarted":
-                    restarted_in_call.append(index)
-        taken = [slots.collect(index) for index in indices]
-        failed = [slot for slot in taken if slot.state is SlotState.FAILED]
-        if failed and any(slot.kind in ("reset", "step") for slot in failed):
-            self._broken = f"env {failed[0].index} raised an exception in `{method}`"
-        if restarted_in_call:
-            index = restarted_in_call[0]
-            error = WorkerCrashedError(index, self._last_exitcode, f"`{method}`", restarted=True)
-            for slot in failed:
-                error.add_note(f"Env {slot.index} raised too: {slot.result[1]}: {slot.result[2]}")
-            raise error from self._crash_cause
-        if failed:
-            self._raise_worker_error(
-                [slot.index for slot in failed], {slot.index: slot.result for slot in failed},
-                method,
-            )
-        return [slot.result for slot in taken]
-
-    # ------------------------------------------------------------------ restarts
-
-    def _revive(self, index: int, method: str) -> str:
-        """Apply the restart policy to dead slot ``index``; returns the outcome's name."""
-        slot = self._slots[index]
-        recovery = POLICY[slot.kind]
-        replay = (slot.kind, slot.argument) if recovery.replay == "reset" else (
-            "reset-after-restart", None
-        )
-        observation, info = self._restart(index, slot.kind, method, replay)
-        info = {**self._info_dict(index, info), "worker_restarted": True}
-        outcome = recovery.outcome
-        if outcome == "reset":
-            result: Any = (observation, info)
-        elif outcome == "truncated_step":
-            result = self._truncated_step(index, (observation, info))
-        else:  # the episode end is reported by this env's next step
-            slot.episode_end = (observation, info)
-            result = (observation, {}) if outcome == "episode_end_next_step" else None
-        self._slots.finish(index, slot.kind, result, slot.owner)
-        return outcome
-
-    def _restart(
-        self, index: int, kind: str, method: str, replay: tuple[str, Any]
-    ) -> tuple[Any, dict]:
-        """Replace env ``index``'s worker and run ``replay`` on it, trying again while
-        ``max_restarts`` allows; returns the replay's ``(observation, info)``."""
-        cause: BaseException | None = self._crash_cause
-        while True:
-            exitcode = self._last_exitcode = self._exitcode(index)
-            self.restart_counts[index] += 1
-            if self.restart_counts[index] > self.max_restarts:
-                self._crashed = True
-                self._broken = (
-                    f"the {self._worker_noun} of env {index} died "
-                    f"{self.restart_counts[index]} times"
-                )
-                raise WorkerCrashedError(
-                    index, exitcode, f"`{method}`", gave_up_after=self.max_restarts
-                ) from cause
-            how = "died" if exitcode is None else describe_exitcode(exitcode)
-            logger.warn(
-                f"The {self._worker_noun} of env {index} {how} during `{kind}`; "
-                f"restarting it ({self.restart_counts[index]} of at most {self.max_restarts})."
-            )
-            try:
-                self._replace_worker(index)
-                reply = self._request(index, *replay)
-            except (ReplacementDied, OSError) as error:
-                cause = error
-                continue
-            if reply is None:
-                continue
-            if not reply[0]:
-                self._crashed = True
-                self._broken = (
-                    f"the {self._worker_noun} of env {index} failed while being restarted"
-                )
-                self._raise_worker_error([index], {index: reply[1]}, method)
-            return reply[1]
-
-    def _request(self, index: int, kind: str | None, argument: Any) -> Any:
-        """One command to one env outside the slot table (``kind=None``: only wait for its
-        next reply), used while it is being restarted. Returns the reply, ``None`` if it
-        died; a timeout leaves the vector env unusable."""
-        if kind is not None and not self._post(index, self._encode(kind, argument)):
-            return None
-        pending = {index}
-        replies = []
-        with self._guard:
-            replies = list(self._replies(pending, self.timeout))
-        if pending:
-            self._crashed = True
-            self._broken = (
-                f"the {self._worker_noun} of env {index} did not answer while being restarted"
-            )
-            raise WorkerTimeoutError("restart", self.timeout, [index])
-        return replies[0][1]
-
-    def _truncated_step(self, index: int, reset_payload: tuple[Any, dict]) -> tuple[Any, dict]:
-        """The step result of an env whose worker was replaced: its episode is truncated
-        (reward 0) and the observation is the replacement's reset observation."""
-        observation, info = reset_payload
-        arena = self._arena
-        assert arena is not None
-        arena.rewards[index] = 0.0
-        arena.terminations[index] = False
-        arena.truncations[index] = True
-        if self.autoreset_mode is AutoresetMode.SAME_STEP:
-            final = observation if not self._observations_shared else index_structure(
-                self.observations, index
-            )
-            info = {"final_info": {"worker_restarted": True}, "final_obs": final, **info}
-        return observation, info
-
-    def _raise_crash(self, index: int, method: str, why: str = "died") -> None:
-        """Mark the vector env unusable and raise ``WorkerCrashedError`` for env ``index``."""
-        self._crashed = True
-        self._broken = f"the {self._worker_noun} of env {index} {why}"
-        error = WorkerCrashedError(index, self._exitcode(index), f"`{method}`")
-        if self._crash_cause is not None:
-            raise error from self._crash_cause
-        raise error
-
-    def _raise_worker_error(
-        self, failed: list[int], errors: dict[int, Any], method: str
-    ) -> None:
-        """Re-raise the exception of the lowest failed env, noting the others."""
-        index = failed[0]
-        error, type_name, message, text = errors[index]
-        if error is None:
-            error = RuntimeError(f"{type_name}: {message}")
-        error.add_note(f"Raised in the {self._worker_noun} of env {index} during `{method}`.")
-        if len(failed) > 1:
-            others = ", ".join(
-                f"env {i}: {errors[i][1]}: {errors[i][2]}" for i in failed[1:]
-            )
-            error.add_note(f"Other envs failed too: {others}")
-        try:
-            error.env_index = index  # type: ignore[attr-defined]
-        except AttributeError:  # pragma: no cover - exceptions with __slots__
-            pass
-        raise error from RemoteTraceback(index, text)
 
     # ------------------------------------------------------------------ state checks
 

@@ -263,7 +263,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             observations=self._observations_shared,
         )
         self._arena = arena = SharedArena.create(layout)
-        own_fd(arena.fd)
+        self._arena_fds = [own_fd(fd) for fd in arena.descriptors()]
         self._actions = ActionRouter(
             self.single_action_space, self.num_envs, arena, self.validate_actions
         )
@@ -396,7 +396,8 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         if self._waiter is not None:
             self._waiter.close()
         if self._arena is not None:
-            disown_fd(self._arena.fd)
+            for fd in self._arena_fds:
+                disown_fd(fd)
             # Drop our own views first so the mapping can go now (a user's copy=False
             # views keep it alive until they are gone).
             self._actions = None

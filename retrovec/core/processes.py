@@ -19,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
-import select
+import select  # noqa: F401 - used by the doctests
 import time
 from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess

@@ -18,7 +18,9 @@ worker process, so every command (``reset``, ``reset-noop``, ``reset-after-resta
 ``(True, result)`` or :func:`~retrovec.core.server.error_reply`'s ``(False, error)``; the
 driver puts a step's reward and flags into its driver arena
 (:meth:`~retrovec.core.base.RetroVectorEnvBase._attach_driver_arena`), where the base
-class batches them.
+class batches them. An actor counts as dead when Ray says so for its reply
+(``RayActorError``, or ``ObjectLostError`` for a reply lost with its node); the base
+class's restart policy then applies.
 
 Ray is an optional dependency (``pip install 'retrovec[ray]'``): importing this module does
 not import it; building a :class:`RayRetroVectorEnv` does. See ``docs/ray.md``.
@@ -54,10 +56,13 @@ from retrovec.core.server import (
 )
 from retrovec.core.slots import BATCH, CALL, SlotState
 
-__all__ = ["EnvActor", "RayRetroVectorEnv", "import_ray"]
+__all__ = ["RayRetroVectorEnv", "import_ray"]
 
 #: Seconds ``close()`` waits for the actors to close their envs when given no timeout.
 DEFAULT_CLOSE_TIMEOUT = 30.0
+
+#: The longest single ``ray.wait``, in seconds: how soon Ctrl-C interrupts a wait.
+WAIT_SLICE = 0.1
 
 #: Commands that are actor methods of their own; every other one goes to
 #: :meth:`EnvActor.handle`.
@@ -318,16 +323,22 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self, pending: set[int], timeout: float | None, wanted: int | None = None
     ) -> Iterator[tuple[int, Any]]:
         """Replies as ``ray.wait`` reports them ready: all of ``pending`` at once, or the
-        first ``wanted``."""
+        first ``wanted``.
+
+        ``ray.wait`` does not return to Python for a signal, so it waits in slices of
+        :data:`WAIT_SLICE` seconds: Ctrl-C raises within one slice (between two waits,
+        before any reply is read), not only once a reply comes."""
         ray = self._ray
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending and (wanted is None or wanted > 0):
             by_ref = {self._calls[index][1]: index for index in pending}
             count = len(by_ref) if wanted is None else min(wanted, len(by_ref))
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            seconds = WAIT_SLICE if deadline is None else min(
+                WAIT_SLICE, max(0.0, deadline - time.monotonic())
+            )
             with self._guard.released():
-                ready, _ = ray.wait(list(by_ref), num_returns=count, timeout=left)
-            if not ready:
+                ready, _ = ray.wait(list(by_ref), num_returns=count, timeout=seconds)
+            if not ready and deadline is not None and time.monotonic() >= deadline:
                 return
             for ref in ready:
                 index = by_ref[ref]
@@ -349,6 +360,9 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
             return None
         except ray.exceptions.RayTaskError as error:  # e.g. a reply that would not pickle
             return False, _task_error(error)
+        except Exception as error:  # e.g. a reply that cannot be unpickled here
+            error.add_note(f"The reply of env {index} could not be read in the driver.")
+            return error_reply(error)
         if kind != "step" or not reply[0]:
             return reply
         observation, reward, terminated, truncated, info = reply[1]
@@ -367,6 +381,7 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self._kill(dead)
         self.actors[index] = self._start_actor(index)
         reply = self._request(index, "build", None)
+        import sys as _s; print("DEBUG replace", index, None if reply is None else reply[0], str(self._crash_cause)[:900], file=_s.stderr, flush=True)
         if reply is None:
             raise ReplacementDied(f"env {index}'s replacement actor died building its env")
         if not reply[0]:
@@ -388,41 +403,47 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         """
         ray = getattr(self, "_ray", None)
         grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
+        try:
+            if ray is not None and not terminate and any(a is not None for a in self.actors):
+                self._close_envs(grace)
+        finally:
+            self._state = AsyncState.DEFAULT
+            if ray is not None:
+                for actor in self.actors:
+                    if actor is not None:
+                        self._kill(actor)
+            self.actors = []
+            self._calls = {}
+            if self._arena is not None:
+                self._actions = None
+                self._read_actions = []
+                self._arena.close()
+                self._arena = None
+
+    def _close_envs(self, grace: float) -> None:
+        """Let the calls in flight finish, then have every actor that is neither dead nor
+        still busy close its env; each wait lasts ``grace`` seconds at most."""
         slots = self._slots
-        running = ray is not None and any(actor is not None for actor in self.actors)
+        if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
+            logger.warn(
+                "Calling `close` while waiting for a pending call to "
+                f"`{self._state.value}` to complete."
+            )
+        slots.abandon(CALL)
+        slots.abandon(BATCH)
         stuck = set(slots.busy(any_owner=True))
-        if running and not terminate:
-            if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
-                logger.warn(
-                    "Calling `close` while waiting for a pending call to "
-                    f"`{self._state.value}` to complete."
-                )
-            slots.abandon(CALL)
-            slots.abandon(BATCH)
-            if stuck:
-                self._wait_for(stuck, grace)  # leaves those that did not answer
-            closing = {
-                index for index, actor in enumerate(self.actors)
-                if actor is not None and index not in stuck
-                and slots[index].state is not SlotState.DEAD
-                and self._post(index, ("close", None))
-            }
-            with self._guard:
-                for index, reply in self._replies(closing, grace):
-                    if reply is not None and not reply[0]:
-                        logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
-        self._state = AsyncState.DEFAULT
-        if ray is not None:
-            for actor in self.actors:
-                if actor is not None:
-                    self._kill(actor)
-        self.actors = []
-        self._calls = {}
-        if self._arena is not None:
-            self._actions = None
-            self._read_actions = []
-            self._arena.close()
-            self._arena = None
+        if stuck:
+            self._wait_for(stuck, grace)  # leaves those that did not answer
+        closing = {
+            index for index, actor in enumerate(self.actors)
+            if actor is not None and index not in stuck
+            and slots[index].state is not SlotState.DEAD
+            and self._post(index, ("close", None))
+        }
+        with self._guard:
+            for index, reply in self._replies(closing, grace):
+                if reply is not None and not reply[0]:
+                    logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
 
 
 def _task_error(error: Exception) -> ErrorPayload:

@@ -15,8 +15,20 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["POLICY", "Recovery", "policy_table"]
+from gymnasium import logger
+from gymnasium.vector import AutoresetMode
+
+from retrovec.core.arena import index_structure
+from retrovec.errors import WorkerCrashedError, WorkerTimeoutError, describe_exitcode
+
+__all__ = ["POLICY", "Recovery", "ReplacementDied", "RestartMixin", "policy_table"]
+
+
+class ReplacementDied(Exception):
+    """A replacement worker died before it could take commands (the restart loop tries
+    again while ``max_restarts`` allows)."""
 
 
 @dataclass(frozen=True)
@@ -93,3 +105,102 @@ def policy_table() -> str:
     rows = ["| the worker was found dead by | you get |", "|---|---|"]
     rows += [f"| {_NAMES[kind]} | {recovery.user_view} |" for kind, recovery in POLICY.items()]
     return "\n".join(rows)
+
+
+class RestartMixin:
+    """Applies :data:`POLICY` for :class:`~retrovec.core.base.RetroVectorEnvBase`: builds
+    replacements through the transport's ``_replace_worker`` and replays commands."""
+
+    def _revive(self, index: int, method: str) -> str:
+        """Apply the restart policy to dead slot ``index``; returns the outcome's name."""
+        slot = self._slots[index]
+        recovery = POLICY[slot.kind]
+        replay = (slot.kind, slot.argument) if recovery.replay == "reset" else (
+            "reset-after-restart", None
+        )
+        observation, info = self._restart(index, slot.kind, method, replay)
+        info = {**self._info_dict(index, info), "worker_restarted": True}
+        outcome = recovery.outcome
+        if outcome == "reset":
+            result: Any = (observation, info)
+        elif outcome == "truncated_step":
+            result = self._truncated_step(index, (observation, info))
+        else:  # the episode end is reported by this env's next step
+            slot.episode_end = (observation, info)
+            result = (observation, {}) if outcome == "episode_end_next_step" else None
+        self._slots.finish(index, slot.kind, result, slot.owner)
+        return outcome
+
+    def _restart(
+        self, index: int, kind: str, method: str, replay: tuple[str, Any]
+    ) -> tuple[Any, dict]:
+        """Replace env ``index``'s worker and run ``replay`` on it, trying again while
+        ``max_restarts`` allows; returns the replay's ``(observation, info)``."""
+        cause: BaseException | None = self._crash_cause
+        while True:
+            exitcode = self._last_exitcode = self._exitcode(index)
+            self.restart_counts[index] += 1
+            if self.restart_counts[index] > self.max_restarts:
+                self._crashed = True
+                self._broken = (
+                    f"the {self._worker_noun} of env {index} died "
+                    f"{self.restart_counts[index]} times"
+                )
+                raise WorkerCrashedError(
+                    index, exitcode, f"`{method}`", gave_up_after=self.max_restarts
+                ) from cause
+            how = "died" if exitcode is None else describe_exitcode(exitcode)
+            logger.warn(
+                f"The {self._worker_noun} of env {index} {how} during `{kind}`; "
+                f"restarting it ({self.restart_counts[index]} of at most {self.max_restarts})."
+            )
+            try:
+                self._replace_worker(index)
+                reply = self._request(index, *replay)
+            except (ReplacementDied, OSError) as error:
+                cause = error
+                continue
+            if reply is None:
+                continue
+            if not reply[0]:
+                self._crashed = True
+                self._broken = (
+                    f"the {self._worker_noun} of env {index} failed while being restarted"
+                )
+                self._raise_worker_error([index], {index: reply[1]}, method)
+            return reply[1]
+
+    def _request(self, index: int, kind: str | None, argument: Any) -> Any:
+        """One command to one env outside the slot table (``kind=None``: only wait for its
+        next reply), used while it is being restarted. Returns the reply, ``None`` if it
+        died; a timeout leaves the vector env unusable."""
+        if kind is not None and not self._post(index, self._encode(kind, argument)):
+            return None
+        pending = {index}
+        replies = []
+        with self._guard:
+            replies = list(self._replies(pending, self.timeout))
+        if pending:
+            self._crashed = True
+            self._broken = (
+                f"the {self._worker_noun} of env {index} did not answer while being restarted"
+            )
+            raise WorkerTimeoutError("restart", self.timeout, [index])
+        return replies[0][1]
+
+    def _truncated_step(self, index: int, reset_payload: tuple[Any, dict]) -> tuple[Any, dict]:
+        """The step result of an env whose worker was replaced: its episode is truncated
+        (reward 0) and the observation is the replacement's reset observation."""
+        observation, info = reset_payload
+        arena = self._arena
+        assert arena is not None
+        arena.rewards[index] = 0.0
+        arena.terminations[index] = False
+        arena.truncations[index] = True
+        if self.autoreset_mode is AutoresetMode.SAME_STEP:
+            final = observation if not self._observations_shared else index_structure(
+                self.observations, index
+            )
+            info = {"final_info": {"worker_restarted": True}, "final_obs": final, **info}
+        return observation, info
+

@@ -170,6 +170,22 @@ class _InterruptInsideRetrovec:
             frame = frame.f_back
 
 
+class _Watchdog:
+    """Kills the vector env's workers if the block has not finished within ``seconds``: a
+    parent blocked reading a pipe then gets EOF, instead of hanging the test session."""
+
+    def __init__(self, envs, seconds: float):
+        self.pids = [process.pid for process in envs.processes]
+        self.timer = threading.Timer(seconds, _kill_all, (self.pids,))
+
+    def __enter__(self):
+        self.timer.start()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.timer.cancel()
+
+
 # --------------------------------------------------------------------------- 1
 
 
@@ -289,14 +305,15 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(context, then
         envs.set_attr("fail_next_step", [False, True, False])
         envs.async_reset(seed=0)
         caught = None
-        for _ in range(10):
+        for _ in range(20):
             try:
                 _, _, _, _, infos = envs.recv()
-            except ToyError as error:
+            except Exception as error:  # noqa: BLE001 - checked below
                 caught = error
                 break
             envs.send(_actions(len(infos["env_id"])), infos["env_id"])
         assert caught is not None, "env 1's step never raised through recv()"
+        assert isinstance(caught, ToyError), repr(caught)
         assert _names_env(caught, 1)
 
         if then == "reset":
@@ -682,34 +699,35 @@ def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(
         envs.set_attr("info_bytes", [0, size])
         envs.set_attr("step_marker", [None, marker])
         pid = envs.processes[1].pid
-        envs.step_async(_actions(2))
-        _wait_for_file(marker)
-        time.sleep(0.2)  # the worker is sending: the socket buffer is full, it blocks
-        os.kill(pid, signal.SIGSTOP)
-        # Without a timeout that holds, the old code would block until this SIGCONT.
-        resume = threading.Timer(5.0, os.kill, (pid, signal.SIGCONT))
-        resume.start()
-        try:
-            started = time.monotonic()
-            with pytest.raises(WorkerTimeoutError):
-                envs.step_wait(timeout=2)
-            elapsed = time.monotonic() - started
-        finally:
-            resume.cancel()
-            os.kill(pid, signal.SIGCONT)
-        assert 1.9 <= elapsed < 2.5, f"step_wait(timeout=2) took {elapsed:.2f} s"
+        with _Watchdog(envs, 60):
+            envs.step_async(_actions(2))
+            _wait_for_file(marker)
+            time.sleep(0.2)  # the worker is sending: the socket buffer is full, it blocks
+            os.kill(pid, signal.SIGSTOP)
+            # A parent that blocks reading the rest would be freed by this SIGCONT only.
+            resume = threading.Timer(5.0, os.kill, (pid, signal.SIGCONT))
+            resume.start()
+            try:
+                started = time.monotonic()
+                with pytest.raises(WorkerTimeoutError):
+                    envs.step_wait(timeout=2)
+                elapsed = time.monotonic() - started
+            finally:
+                resume.cancel()
+                os.kill(pid, signal.SIGCONT)
+            assert 1.9 <= elapsed < 2.5, f"step_wait(timeout=2) took {elapsed:.2f} s"
 
-        observations, rewards, terminations, truncations, infos = envs.step_wait()
-        np.testing.assert_array_equal(observations, _expected([0, 1], 0, 1))
-        assert rewards.tolist() == [1.0, 1.0]
-        assert not terminations.any() and not truncations.any()
-        assert infos["t"].tolist() == [1, 1]
-        assert infos["_blob"].tolist() == [False, True]
-        assert infos["blob"][1] == bytes([1]) * size
+            observations, rewards, terminations, truncations, infos = envs.step_wait()
+            np.testing.assert_array_equal(observations, _expected([0, 1], 0, 1))
+            assert rewards.tolist() == [1.0, 1.0]
+            assert not terminations.any() and not truncations.any()
+            assert infos["t"].tolist() == [1, 1]
+            assert infos["_blob"].tolist() == [False, True]
+            assert infos["blob"][1] == bytes([1]) * size
 
-        envs.set_attr("info_bytes", 0)
-        observations, *_ = envs.step(_actions(2))
-        np.testing.assert_array_equal(observations, _expected([0, 1], 0, 2))
+            envs.set_attr("info_bytes", 0)
+            observations, *_ = envs.step(_actions(2))
+            np.testing.assert_array_equal(observations, _expected([0, 1], 0, 2))
     finally:
         if pid is not None:
             try:
@@ -729,54 +747,82 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
     marker = tmp_path / "stepped"
     envs = AsyncRetroVectorEnv(probe_fns(2), context=context)
     rng = random.Random(START_METHODS.index(context))
-    interrupted = 0
+    t = 0
+
+    def check(result) -> None:
+        observations, rewards, terminations, truncations, infos = result
+        np.testing.assert_array_equal(observations, _expected([0, 1], 0, t))
+        assert rewards.tolist() == [1.0, 1.0]
+        assert not terminations.any() and not truncations.any()
+        assert infos["t"].tolist() == [t, t]
+        assert infos["blob"][1] == bytes([t % 256]) * size
+        assert all(process.is_alive() for process in envs.processes)
+
     try:
         envs.reset(seed=0)
         envs.set_attr("info_bytes", [0, size])
         envs.set_attr("step_marker", [None, str(marker)])
         pid = envs.processes[1].pid
-        # 3 trials with the worker stopped halfway through its reply (the parent is
-        # certainly mid-read), then 5 with the interrupt at a random moment of the read.
-        for trial in range(8):
-            stall = trial < 3
-            marker.unlink(missing_ok=True)
-
-            def interrupt():
+        with _Watchdog(envs, 120):
+            # How long the parent takes to read the reply, once the worker has stepped.
+            reading = []
+            for _ in range(2):
+                marker.unlink(missing_ok=True)
+                envs.step_async(_actions(2))
                 _wait_for_file(marker)
-                if stall:
-                    time.sleep(0.1)
-                    os.kill(pid, signal.SIGSTOP)
-                    time.sleep(0.3)
-                else:
-                    time.sleep(rng.uniform(0.0, 0.05))
-                os.kill(os.getpid(), signal.SIGINT)
-
-            with _InterruptInsideRetrovec() as handler:
-                thread = threading.Thread(target=interrupt)
-                thread.start()
-                result = None
-                try:
-                    result = envs.step(_actions(2))
-                except KeyboardInterrupt:
-                    pass
-                finally:
-                    thread.join()
-                    os.kill(pid, signal.SIGCONT)
-            if stall:
-                assert handler.fired, f"trial {trial}: the step was not interrupted"
-            if handler.fired:
-                interrupted += 1
-                assert result is None
+                started = time.monotonic()
                 result = envs.step_wait()
-            observations, rewards, terminations, truncations, infos = result
-            t = trial + 1
-            np.testing.assert_array_equal(observations, _expected([0, 1], 0, t))
-            assert rewards.tolist() == [1.0, 1.0]
-            assert not terminations.any() and not truncations.any()
-            assert infos["t"].tolist() == [t, t]
-            assert infos["blob"][1] == bytes([t]) * size
-            assert all(process.is_alive() for process in envs.processes)
-        assert interrupted >= 3
+                reading.append(time.monotonic() - started)
+                t += 1
+                check(result)
+            window = max(reading)
+
+            # Certainly mid-read: the worker stops halfway through its reply while the
+            # parent reads it, and Ctrl-C comes then.
+            for _ in range(3):
+                marker.unlink(missing_ok=True)
+                envs.step_async(_actions(2))
+                _wait_for_file(marker)
+                time.sleep(0.2)  # the worker blocks in its send: the socket buffer is full
+                os.kill(pid, signal.SIGSTOP)
+                timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+                with _InterruptInsideRetrovec() as handler:
+                    timer.start()
+                    try:
+                        envs.step_wait()
+                    except KeyboardInterrupt:
+                        pass
+                    finally:
+                        timer.join()
+                        os.kill(pid, signal.SIGCONT)
+                assert handler.fired, "step_wait() returned with its worker stopped"
+                t += 1
+                check(envs.step_wait())
+
+            # Ctrl-C at a random moment of step() while the parent reads the reply.
+            for _ in range(6):
+                marker.unlink(missing_ok=True)
+
+                def interrupt():
+                    _wait_for_file(marker)
+                    time.sleep(rng.uniform(0.0, window))
+                    os.kill(os.getpid(), signal.SIGINT)
+
+                thread = threading.Thread(target=interrupt)
+                result = None
+                with _InterruptInsideRetrovec() as handler:
+                    thread.start()
+                    try:
+                        result = envs.step(_actions(2))
+                    except KeyboardInterrupt:
+                        pass
+                    finally:
+                        thread.join()
+                t += 1
+                if handler.fired:
+                    assert result is None
+                    result = envs.step_wait()
+                check(result)
     finally:
         try:
             os.kill(envs.processes[1].pid, signal.SIGCONT)

@@ -1,0 +1,147 @@
+"""Commands out, replies in: the slot table's transitions, and how failures are raised.
+
+Every gymnasium call and EnvPool batch of :class:`~retrovec.core.base.RetroVectorEnvBase`
+goes through :meth:`CommandsMixin._dispatch` (encode everything, then send, each slot
+changing only once its send worked) and :meth:`CommandsMixin._resolve` (finished slots to
+payloads: the restart policy for dead ones, the env's own exception for failed ones).
+Every wait runs under the vector env's :class:`~retrovec.core.signals.InterruptGuard`, so
+Ctrl-C never splits a reply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from gymnasium.vector.async_vector_env import AsyncState
+
+from retrovec.core.restart import POLICY
+from retrovec.core.slots import CALL, SlotState
+from retrovec.errors import RemoteTraceback, WorkerCrashedError, WorkerTimeoutError
+
+__all__ = ["CommandsMixin"]
+
+
+class CommandsMixin:
+    """Sending, waiting and resolving on the slot table (see the module docstring)."""
+
+    def _dispatch(self, commands: Sequence[tuple[int, str, Any]], owner: str | None) -> None:
+        """Send ``(index, kind, argument)`` commands; each slot changes only once its send
+        worked (or shows its worker gone). Every command is encoded before the first goes
+        out, so one that cannot be pickled leaves every slot as it was."""
+        messages: dict[tuple[str, int], Any] = {}
+        encoded = []
+        for index, kind, argument in commands:
+            key = (kind, id(argument))
+            if key not in messages:
+                messages[key] = self._encode(kind, argument)
+            encoded.append((index, kind, argument, messages[key]))
+        with self._guard:
+            self._drain([index for index, *_ in encoded])
+            slots = self._slots
+            for index, kind, argument, message in encoded:
+                if slots[index].state is SlotState.DEAD:
+                    slots.died(index, kind, argument, owner)
+                elif self._post(index, message):
+                    slots.send(index, kind, argument, owner)
+                else:
+                    slots.died(index, kind, argument, owner)
+
+    def _drain(self, indices: Sequence[int]) -> None:
+        """Read and drop the replies of abandoned commands to ``indices`` (a reply must
+        never answer a later command)."""
+        abandoned = {i for i in indices if self._slots[i].state is SlotState.BUSY}
+        if abandoned:
+            self._wait_for(abandoned, self.timeout)
+            if abandoned:
+                raise WorkerTimeoutError("drain", self.timeout, sorted(abandoned))
+
+    def _wait_for(
+        self, pending: set[int], timeout: float | None, wanted: int | None = None
+    ) -> None:
+        """Settle slots as their replies arrive (``pending`` shrinks as they do)."""
+        settle = self._slots.settle
+        with self._guard:
+            for index, reply in self._replies(pending, timeout, wanted):
+                settle(index, reply)
+
+    def _finish_call(self, method: str, timeout: float | None) -> list[Any]:
+        """Wait for every slot of the pending call and return the payloads by env index.
+
+        Raises the env's exception (lowest index first), ``WorkerCrashedError`` for a dead
+        worker (or after a restart, for ``call``/``set_attr``), or ``WorkerTimeoutError``
+        leaving the call pending.
+        """
+        if timeout is None:
+            timeout = self.timeout
+        busy = set(self._slots.busy(CALL))
+        self._wait_for(busy, timeout)
+        if busy:
+            raise WorkerTimeoutError(method, timeout, sorted(busy))
+        self._state = AsyncState.DEFAULT
+        return self._resolve(self._slots.owned(CALL), method)
+
+    def _resolve(self, indices: list[int], method: str) -> list[Any]:
+        """Turn finished slots into payloads (by position in ``indices``), applying the
+        restart policy to dead ones and raising for failed ones; every slot ends IDLE."""
+        slots = self._slots
+        dead = [i for i in indices if slots[i].state is SlotState.DEAD]
+        restarted_in_call = []
+        if dead:
+            recoverable = self.on_worker_failure == "restart" and all(
+                slots[i].kind in POLICY for i in dead
+            )
+            if not recoverable:
+                for index in indices:
+                    if slots[index].state is not SlotState.DEAD:
+                        slots.collect(index)
+                self._raise_crash(dead[0], method)
+            for index in dead:
+                if self._revive(index, method) == "raise_restarted":
+                    restarted_in_call.append(index)
+        taken = [slots.collect(index) for index in indices]
+        failed = [slot for slot in taken if slot.state is SlotState.FAILED]
+        if failed and any(slot.kind in ("reset", "step") for slot in failed):
+            self._broken = f"env {failed[0].index} raised an exception in `{method}`"
+        if restarted_in_call:
+            index = restarted_in_call[0]
+            error = WorkerCrashedError(index, self._last_exitcode, f"`{method}`", restarted=True)
+            for slot in failed:
+                error.add_note(f"Env {slot.index} raised too: {slot.result[1]}: {slot.result[2]}")
+            raise error from self._crash_cause
+        if failed:
+            self._raise_worker_error(
+                [slot.index for slot in failed], {slot.index: slot.result for slot in failed},
+                method,
+            )
+        return [slot.result for slot in taken]
+
+    def _raise_crash(self, index: int, method: str, why: str = "died") -> None:
+        """Mark the vector env unusable and raise ``WorkerCrashedError`` for env ``index``."""
+        self._crashed = True
+        self._broken = f"the {self._worker_noun} of env {index} {why}"
+        error = WorkerCrashedError(index, self._exitcode(index), f"`{method}`")
+        if self._crash_cause is not None:
+            raise error from self._crash_cause
+        raise error
+
+    def _raise_worker_error(
+        self, failed: list[int], errors: dict[int, Any], method: str
+    ) -> None:
+        """Re-raise the exception of the lowest failed env, noting the others."""
+        index = failed[0]
+        error, type_name, message, text = errors[index]
+        if error is None:
+            error = RuntimeError(f"{type_name}: {message}")
+        error.add_note(f"Raised in the {self._worker_noun} of env {index} during `{method}`.")
+        if len(failed) > 1:
+            others = ", ".join(
+                f"env {i}: {errors[i][1]}: {errors[i][2]}" for i in failed[1:]
+            )
+            error.add_note(f"Other envs failed too: {others}")
+        try:
+            error.env_index = index  # type: ignore[attr-defined]
+        except AttributeError:  # pragma: no cover - exceptions with __slots__
+            pass
+        raise error from RemoteTraceback(index, text)
+
