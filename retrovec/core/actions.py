@@ -33,14 +33,14 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 from gymnasium import spaces
 from gymnasium.vector.utils import batch_space, iterate
 
-from retrovec.core.arena import SharedArena
+from retrovec.core.arena import Path, SharedArena, _get, _leaves
 
 __all__ = ["IN_ARENA", "ActionRouter"]
 
@@ -205,3 +205,130 @@ def _lengths(space: spaces.Space, actions: Any, path: tuple[Any, ...] = ()) -> s
         return f"{list(path)}: {len(actions)}"
     except TypeError:
         return f"{list(path)}: not a batch"
+
+
+def _integer_bounds(space: spaces.Space) -> Iterator[tuple[Path, tuple[np.ndarray, np.ndarray]]]:
+    """``(path, (low, high))`` for every leaf whose values are discrete choices.
+
+    Box leaves of a float dtype are left out on purpose: gymnasium envs commonly accept
+    continuous actions outside their bounds and clip them, and code written for gymnasium's
+    vector envs relies on it.
+    """
+    for path, leaf in _leaves(space):
+        if isinstance(leaf, spaces.Discrete):
+            yield path, (np.asarray(leaf.start), np.asarray(leaf.start + leaf.n - 1))
+        elif isinstance(leaf, spaces.MultiDiscrete):
+            yield path, (np.asarray(leaf.start), np.asarray(leaf.start + leaf.nvec - 1))
+        elif isinstance(leaf, spaces.MultiBinary):
+            yield path, (np.asarray(0), np.asarray(1))
+        elif isinstance(leaf, spaces.Box) and leaf.dtype.kind in "biu":  # bool Box too
+            yield path, (leaf.low, leaf.high)
+
+
+def make_action_writer(arena: SharedArena, exact: bool) -> Callable[..., bool]:
+    """:meth:`SharedArena.action_writer <retrovec.core.arena.SharedArena.action_writer>`:
+    checks and stores batches of actions in ``arena`` (see there). Written by hand: it is
+    the hot path of every step (one ``np.copyto`` per leaf when the batch is exact)."""
+    space = arena.layout.action_space
+    assert space is not None
+    bounds = dict(_integer_bounds(space))
+    fields = [(path, buffer, bounds.get(path)) for path, buffer in arena._group("action").items()]
+
+    def store(values: list[np.ndarray], rows: Any) -> None:
+        for (_, buffer, _), value in zip(fields, values):
+            if rows is None:
+                np.copyto(buffer, value, casting="unsafe")  # checked: values fit
+            else:
+                buffer[rows] = value
+
+    if exact:
+
+        def write_exact(actions: Any, rows: Any = None) -> bool:
+            values = []
+            for path, buffer, _ in fields:
+                try:
+                    value = _get(actions, path)
+                except Exception:  # noqa: BLE001 - gymnasium's iterate reports it
+                    return False
+                envs = buffer.shape[0] if rows is None else len(rows)
+                if (
+                    type(value) is not np.ndarray  # a subclass iterates differently
+                    or value.dtype != buffer.dtype
+                    or value.shape != (envs, *buffer.shape[1:])
+                ):
+                    return False
+                values.append(value)
+            store(values, rows)
+            return True
+
+        return write_exact
+
+    def check(path: Path, buffer: np.ndarray, limits: Any, actions: Any, rows: Any) -> np.ndarray:
+        envs = buffer.shape[0] if rows is None else len(rows)
+        expected = (envs, *buffer.shape[1:])
+        leaf = space if not path else list(path)
+        try:
+            value = np.asarray(_get(actions, path))
+        except (KeyError, IndexError, TypeError) as error:
+            raise ValueError(
+                f"Expected a batch of actions shaped like the action space {space} "
+                f"batched {envs} times; missing {list(path)}."
+            ) from error
+        except ValueError as error:  # a ragged nested list
+            raise ValueError(
+                f"Expected actions of shape {expected} ({envs} envs x {leaf}), got a "
+                f"ragged sequence: {error}"
+            ) from error
+        if value.ndim == 0:
+            raise TypeError(
+                f"Expected a batch of {envs} actions (one per env) for {leaf}, got the "
+                f"single value {value.item()!r}: a vector env takes one action per env."
+            )
+        if value.shape != expected:
+            raise ValueError(
+                f"Expected actions of shape {expected} ({envs} envs x {leaf}), got "
+                f"shape {value.shape}."
+            )
+        kind = value.dtype.kind
+        if kind not in "biuf":  # bool, int, uint, float: real numbers only
+            raise ValueError(
+                f"Expected actions of dtype {buffer.dtype} (or numbers that convert to "
+                f"it exactly), got {value.dtype}."
+            )
+        if limits is None:  # a float Box leaf: unclipped, as gymnasium passes it on
+            return value
+        low, high = limits
+
+        def fail(mask: np.ndarray, fractional: bool) -> None:
+            where = tuple(int(i) for i in np.argwhere(mask)[0])
+            env = where[0] if rows is None else int(rows[where[0]])
+            lo = np.broadcast_to(low, value.shape)[where].item()
+            hi = np.broadcast_to(high, value.shape)[where].item()
+            if not fractional:
+                problem, wanted = "outside", f"{lo} to {hi}"
+            elif (lo, hi) == (0, 1):
+                problem = "not in"
+                wanted = "0 or 1 (ints, bools, or floats that are exactly 0.0 or 1.0)"
+            else:
+                problem = "not in"
+                wanted = f"a whole number from {lo} to {hi} (floats must have no fraction)"
+            element = f"element {where[1:]}" if where[1:] else "it"
+            raise ValueError(
+                f"The action of env {env} is {problem} the action space {leaf}: {element} "
+                f"is {value[where].item()!r}, expected {wanted}."
+            )
+
+        if kind == "f":  # floats for buttons: exact whole numbers only (NaN is not one)
+            fractional = value != np.trunc(value)
+            if fractional.any():
+                fail(fractional, True)
+        outside = (value < low) | (value > high)
+        if outside.any():
+            fail(outside, False)
+        return value
+
+    def write(actions: Any, rows: Any = None) -> bool:
+        store([check(path, buf, limits, actions, rows) for path, buf, limits in fields], rows)
+        return True
+
+    return write

@@ -50,6 +50,14 @@ from gymnasium.vector.utils import (
 from retrovec.core.actions import ActionRouter
 from retrovec.core.arena import SharedArena, copy_structure
 from retrovec.core.batches import AsyncBatchesMixin
+from retrovec.core.checks import (
+    check_autoreset_mode,
+    check_env_fns,
+    check_failure_handling,
+    check_observation_mode,
+    check_reset_mask,
+    spread_seeds,
+)
 from retrovec.core.commands import CommandsMixin
 from retrovec.core.info_columns import InfoSchema, batch_info_columns, decode_info
 from retrovec.core.infos import batch_infos
@@ -137,44 +145,10 @@ class RetroVectorEnvBase(
         self._last_exitcode: int | None = None
         self._guard = InterruptGuard()
 
-        env_fns = list(env_fns)
-        if not env_fns:
-            raise ValueError("env_fns must hold at least one function that builds an env.")
-        for index, env_fn in enumerate(env_fns):
-            if not callable(env_fn):
-                raise ValueError(
-                    f"env_fns[{index}] must be a callable that returns an env, got {env_fn!r}."
-                )
-        if not (
-            observation_mode in ("same", "different")
-            or (isinstance(observation_mode, tuple) and len(observation_mode) == 2)
-        ):
-            raise ValueError(
-                "Invalid `observation_mode`, expected: 'same' or 'different' or tuple of single "
-                f"and batch observation space, actual got {observation_mode}"
-            )
-        if isinstance(observation_mode, tuple) and not all(
-            isinstance(space, Space) for space in observation_mode
-        ):
-            raise TypeError(
-                "Expected both elements of observation_mode to be Spaces, got "
-                f"{type(observation_mode[0])} and {type(observation_mode[1])}"
-            )
-        if timeout is not None and timeout < 0:
-            raise ValueError(f"timeout must be None or >= 0 seconds, got {timeout}.")
-        if on_worker_failure not in ("raise", "restart"):
-            raise ValueError(
-                f"on_worker_failure must be 'raise' or 'restart', got {on_worker_failure!r}."
-            )
-        if isinstance(max_restarts, bool) or not isinstance(max_restarts, int) or max_restarts < 0:
-            raise ValueError(f"max_restarts must be an int >= 0, got {max_restarts!r}.")
-        try:
-            self.autoreset_mode = AutoresetMode(autoreset_mode)
-        except ValueError:
-            raise ValueError(
-                "autoreset_mode must be an AutoresetMode (NEXT_STEP, SAME_STEP or DISABLED) or "
-                f"its value {[mode.value for mode in AutoresetMode]}, got {autoreset_mode!r}."
-            ) from None
+        env_fns = check_env_fns(env_fns)
+        check_observation_mode(observation_mode)
+        check_failure_handling(timeout, on_worker_failure, max_restarts)
+        self.autoreset_mode = check_autoreset_mode(autoreset_mode)
 
         self.env_fns = env_fns
         self.num_envs = len(env_fns)
@@ -299,50 +273,10 @@ class RetroVectorEnvBase(
             self._broken = None  # a full reset starts every env afresh
 
     def _check_reset_mask(self, mask: Any) -> np.ndarray:
-        """Check ``options["reset_mask"]`` as gymnasium does."""
-        if not isinstance(mask, np.ndarray):
-            raise TypeError(f"`options['reset_mask']` must be a numpy array, got {type(mask)}")
-        if mask.shape != (self.num_envs,):
-            raise ValueError(
-                f"`options['reset_mask']` must have shape `({self.num_envs},)`, got {mask.shape}"
-            )
-        if mask.dtype != np.bool_:
-            raise TypeError(
-                f"`options['reset_mask']` must have `dtype=np.bool_`, got {mask.dtype}"
-            )
-        if not np.any(mask):
-            raise ValueError(
-                "`options['reset_mask']` must contain a boolean array with at least one "
-                f"True value, got reset_mask={mask}"
-            )
-        return mask
+        return check_reset_mask(mask, self.num_envs)
 
     def _seeds(self, seed: Any) -> list[int | None]:
-        """One seed per env, as gymnasium spreads them; checks what the user gave."""
-        if seed is None:
-            seeds: list[Any] = [None] * self.num_envs
-        elif isinstance(seed, (int, np.integer)) and not isinstance(seed, bool):
-            seeds = [int(seed) + i for i in range(self.num_envs)]
-        elif isinstance(seed, (list, tuple, np.ndarray)):
-            seeds = list(seed)
-        else:
-            raise TypeError(
-                f"seed must be None, an int (env i gets seed + i) or a list with one int or "
-                f"None per env, got {seed!r}."
-            )
-        for value in seeds:
-            if value is not None and (
-                isinstance(value, bool)
-                or not isinstance(value, (int, np.integer))
-                or value < 0
-            ):
-                raise ValueError(f"Every seed must be None or an int >= 0, got {value!r}.")
-        if len(seeds) != self.num_envs:
-            raise ValueError(
-                "If seeds are passed as a list the length must match "
-                f"num_envs={self.num_envs} but got length={len(seeds)}."
-            )
-        return [None if value is None else int(value) for value in seeds]
+        return spread_seeds(seed, self.num_envs)
 
     def reset_wait(self, timeout: float | None = None) -> tuple[Any, dict[str, Any]]:
         """Wait for :meth:`reset_async`'s results.

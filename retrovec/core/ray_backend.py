@@ -381,7 +381,6 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self._kill(dead)
         self.actors[index] = self._start_actor(index)
         reply = self._request(index, "build", None)
-        import sys as _s; print("DEBUG replace", index, None if reply is None else reply[0], str(self._crash_cause)[:900], file=_s.stderr, flush=True)
         if reply is None:
             raise ReplacementDied(f"env {index}'s replacement actor died building its env")
         if not reply[0]:
