@@ -1,0 +1,133 @@
+"""Evaluating PPO: play full episodes with a checkpoint's policy or with random actions.
+
+:func:`evaluate` and :func:`evaluate_random` measure the same way (the same envs, the
+first ``episodes`` episodes that end, the game's raw score) and return the mean ± std of
+the returns, so a trained agent and the random baseline compare directly; ``evaluate``
+can also save the episodes as an mp4. Re-exported by :mod:`retrovec.training.ppo`.
+
+Example:
+    >>> from retrovec.training.ppo_evaluation import evaluate_random
+    >>> report = evaluate_random(episodes=1, num_envs=1, max_episode_steps=5, seed=0)
+    >>> sorted(report), report["lengths"]
+    (['lengths', 'mean', 'returns', 'std', 'video'], [5])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import numpy as np
+import torch
+
+from retrovec.training.ppo_agent import pick_device
+from retrovec.training.ppo_args import Args
+from retrovec.training.ppo_checkpoints import load_checkpoint
+from retrovec.training.ppo_rollout import make_envs
+
+__all__ = ["evaluate", "evaluate_random"]
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    episodes: int = 10,
+    *,
+    num_envs: int = 2,
+    video: str | os.PathLike[str] | None = None,
+    greedy: bool = False,
+    seed: int = 100,
+    device: str = "auto",
+    max_episode_steps: int | None = None,
+) -> dict[str, Any]:
+    """Play ``episodes`` full episodes with a checkpoint's policy.
+
+    Args:
+        checkpoint: A ``checkpoint.pt`` from :func:`train`.
+        episodes: How many episodes to finish (the first ``episodes`` that end count).
+        num_envs: Envs that play in parallel.
+        video: An ``.mp4`` path: every env's latest frame, tiled, at each step.
+        greedy: Take the most likely action instead of sampling.
+        seed: Reset seed of the envs.
+        device: As :attr:`Args.device`.
+        max_episode_steps: Override the checkpoint's episode length limit.
+
+    Returns:
+        ``{"mean": ..., "std": ..., "returns": [...], "lengths": [...], "video": path}``.
+    """
+    torch_device = pick_device(device)
+    state = load_checkpoint(checkpoint, torch_device)
+    agent = state["model"].eval()
+    fields = {f.name for f in dataclasses.fields(Args)}
+    args = Args(**{k: v for k, v in state["args"].items() if k in fields})
+    if max_episode_steps is not None:
+        args.max_episode_steps = max_episode_steps
+    envs = make_envs(args, num_envs=num_envs)
+
+    def policy(obs: np.ndarray) -> np.ndarray:
+        with torch.no_grad():
+            x = torch.as_tensor(np.asarray(obs), dtype=torch.float32, device=torch_device)
+            action, _, _, _ = agent.get_action_and_value(x, greedy=greedy)
+        return action.cpu().numpy()
+
+    return _play(envs, policy, episodes, seed, video)
+
+
+def evaluate_random(
+    episodes: int = 10,
+    *,
+    num_envs: int = 2,
+    seed: int = 100,
+    max_episode_steps: int | None = None,
+    game: str = "Airstriker-Genesis-v0",
+) -> dict[str, Any]:
+    """Play ``episodes`` episodes with uniformly random actions, measured exactly as
+    :func:`evaluate` measures a trained policy (same envs, same episode bookkeeping).
+
+    The baseline a trained agent should clearly beat.
+    """
+    args = Args(game=game, seed=seed)
+    if max_episode_steps is not None:
+        args.max_episode_steps = max_episode_steps
+    envs = make_envs(args, num_envs=num_envs)
+    envs.action_space.seed(seed)
+    return _play(envs, lambda obs: envs.action_space.sample(), episodes, seed, None)
+
+
+def _play(
+    envs: Any,
+    policy: Any,
+    episodes: int,
+    seed: int,
+    video: str | os.PathLike[str] | None,
+) -> dict[str, Any]:
+    """Step ``envs`` with ``policy(observations)`` until ``episodes`` episodes ended."""
+    writer = None
+    returns: list[float] = []
+    lengths: list[int] = []
+    try:
+        if video is not None:
+            from retrovec.retro.video import VideoWriter, tile_frames
+
+            writer = VideoWriter(video, fps=15)
+        obs, _ = envs.reset(seed=seed)
+        while len(returns) < episodes:
+            if writer is not None:
+                writer.write(tile_frames(np.asarray(obs)[:, -1]))
+            obs, _, _, _, infos = envs.step(policy(obs))
+            if "episode" in infos:
+                for i in np.flatnonzero(infos["_episode"]):
+                    returns.append(float(infos["episode"]["r"][i]))
+                    lengths.append(int(infos["episode"]["l"][i]))
+    finally:
+        if writer is not None:
+            writer.close()
+        envs.close()
+    returns, lengths = returns[:episodes], lengths[:episodes]
+    return {
+        "mean": float(np.mean(returns)),
+        "std": float(np.std(returns)),
+        "returns": returns,
+        "lengths": lengths,
+        "video": None if video is None else os.fspath(video),
+    }
