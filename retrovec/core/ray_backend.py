@@ -92,10 +92,11 @@ def import_ray() -> Any:
 
 
 class EnvActor:
-    """One env in a Ray actor: an :class:`~retrovec.core.server.EnvServer` behind three
-    methods. Each answers ``(True, result)`` or ``(False, error)`` (as
-    :func:`~retrovec.core.server.error_reply` packs it), so an exception in the env never
-    kills the actor and ``close()`` still closes the env cleanly.
+    """One env in a Ray actor: an :class:`~retrovec.core.server.EnvServer` behind
+    :meth:`build`, :meth:`handle` and :meth:`close` (and :meth:`ping`). Each answers
+    ``(True, result)`` or ``(False, error)`` (as :func:`~retrovec.core.server.error_reply`
+    packs it), so an exception in the env never kills the actor and ``close()`` still
+    closes the env cleanly.
 
     Args:
         env_fn: Builds the env (in the actor, by :meth:`build`).
@@ -142,6 +143,10 @@ class EnvActor:
             return True, self.server.handle(kind, argument)
         except Exception as error:
             return error_reply(error)
+
+    def ping(self) -> bool:
+        """Answer at once: the driver asks whether this actor is still alive."""
+        return True
 
     def close(self) -> tuple[bool, Any]:
         """Close the env (if it was built): ``(True, None)`` or ``(False, error)``."""
@@ -375,10 +380,13 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         return True, (observation, info)
 
     def _replace_worker(self, index: int) -> None:
-        """Kill env ``index``'s actor, start a new one and build its env there."""
+        """Once Ray has a verdict on env ``index``'s actor, kill it, start a new one and
+        build its env there."""
         dead, self.actors[index] = self.actors[index], None
         self._calls.pop(index, None)
-        self._kill(dead)
+        if dead is not None:
+            self._await_verdict(dead)
+            self._kill(dead)
         self.actors[index] = self._start_actor(index)
         reply = self._request(index, "build", None)
         if reply is None:
@@ -388,6 +396,33 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
             self._broken = f"the Ray actor of env {index} failed while being restarted"
             self._raise_worker_error([index], {index: reply[1]}, "restart")
         self._check_description(index, reply[1])
+
+    def _await_verdict(self, actor: Any) -> None:
+        """Wait (at most ``timeout``) until Ray knows whether ``actor`` is dead or alive.
+
+        Ray calls an actor on a node that stopped answering *unavailable*
+        (``ActorUnavailableError``) until its health check declares the node dead, a few
+        seconds later. Until then the node is still in the cluster's view, and a
+        replacement placed there (e.g. by a soft node affinity) would die with it. A ping
+        answers at once for an actor Ray knows dead or alive, and otherwise once it
+        knows."""
+        ray = self._ray
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            ping = actor.ping.remote()
+            while not ray.wait([ping], timeout=WAIT_SLICE)[0]:  # Ctrl-C works between
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+            try:
+                ray.get(ping)
+            except ray.exceptions.ActorUnavailableError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                time.sleep(WAIT_SLICE)  # no verdict yet: ask again
+                continue
+            except ray.exceptions.RayError:
+                pass  # dead
+            return
 
     # ------------------------------------------------------------------ shutdown
 
