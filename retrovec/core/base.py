@@ -137,6 +137,7 @@ class RetroVectorEnvBase(
         self.closed = False
         self._arena: SharedArena | None = None
         self._actions: ActionRouter | None = None
+        self._read_actions: list[Callable[[], Any]] = []  # transports that read the arena here
         self._observations_shared = False
         self._state = AsyncState.DEFAULT
         self._broken: str | None = None

@@ -13,10 +13,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from gymnasium import logger
 from gymnasium.vector.async_vector_env import AsyncState
 
 from retrovec.core.restart import POLICY
-from retrovec.core.slots import CALL, SlotState
+from retrovec.core.slots import BATCH, CALL, SlotState
 from retrovec.errors import RemoteTraceback, WorkerCrashedError, WorkerTimeoutError
 
 __all__ = ["CommandsMixin"]
@@ -145,3 +146,31 @@ class CommandsMixin:
             pass
         raise error from RemoteTraceback(index, text)
 
+    def _close_envs(self, grace: float) -> set[int]:
+        """The common part of every transport's ``close_extras``: let the commands in
+        flight finish (``grace`` seconds), then have every env that is neither dead nor
+        still busy close itself (``grace`` seconds again). Returns the envs that never
+        answered, for the transport to stop by force."""
+        slots = self._slots
+        if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
+            logger.warn(
+                "Calling `close` while waiting for a pending call to "
+                f"`{self._state.value}` to complete."
+            )
+        self._state = AsyncState.DEFAULT
+        slots.abandon(CALL)
+        slots.abandon(BATCH)
+        stuck = set(slots.busy(any_owner=True))
+        if stuck:
+            self._wait_for(stuck, grace)  # leaves those that did not answer
+        message = self._encode("close", None)
+        closing = {
+            slot.index for slot in slots
+            if slot.index not in stuck and slot.state is not SlotState.DEAD
+            and self._post(slot.index, message)
+        }
+        with self._guard:
+            for index, reply in self._replies(closing, grace):
+                if reply is not None and not reply[0]:
+                    logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
+        return stuck | closing

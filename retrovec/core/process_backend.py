@@ -41,7 +41,7 @@ from retrovec.core.channel import ChannelWaiter, WorkerChannel
 from retrovec.core.info_columns import InfoSchema
 from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
 from retrovec.core.server import error_reply
-from retrovec.core.slots import BATCH, CALL, SlotState
+from retrovec.core.slots import CALL
 from retrovec.core.worker import INFO_IN_COLUMNS, STEP_COMMAND, worker_main
 
 __all__ = ["AsyncRetroVectorEnv", "AsyncState", "spin_plan"]
@@ -336,18 +336,10 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             channel = WorkerChannel.start(index, self._process_factory(index), self._waiter)
         self._channels[index], dead = channel, self._channels[index]
         dead.retire(self._waiter, grace=0.0)
-        for step in ("build", "attach"):
-            if step == "attach" and not self._attach(index, self._encode("attach", self._layout)):
-                raise ReplacementDied(f"env {index}'s replacement died before attaching")
-            reply = self._request(index, None, None)
-            if reply is None:
-                raise ReplacementDied(f"env {index}'s replacement died during {step}")
-            if not reply[0]:
-                self._crashed = True
-                self._broken = f"the worker of env {index} failed while being restarted"
-                self._raise_worker_error([index], {index: reply[1]}, "restart")
-            if step == "build":
-                self._check_description(index, reply[1])
+        self._check_description(index, self._replacement_payload(index, None, None, "build"))
+        if not self._attach(index, self._encode("attach", self._layout)):
+            raise ReplacementDied(f"env {index}'s replacement died before attaching")
+        self._replacement_payload(index, None, None, "attach")
 
     # ------------------------------------------------------------------ shutdown
 
@@ -361,38 +353,20 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             terminate: Skip the envs' ``close()`` and terminate the workers at once.
         """
         _open_envs.discard(self)
-        grace = 0.0 if terminate else (DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout)
-        slots = self._slots
-        busy = set(slots.busy(any_owner=True))
+        grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
         stuck: set[int] = set()
-        if self._waiter is not None and busy and not terminate:
-            if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
-                logger.warn(
-                    f"Calling `close` while waiting for a pending call to "
-                    f"`{self._state.value}` to complete."
-                )
-            slots.abandon(CALL)
-            slots.abandon(BATCH)
-            try:
-                self._wait_for(busy, grace)
-            finally:
-                stuck = set(busy)
+        try:
+            if self._waiter is not None and not terminate:
+                stuck = self._close_envs(grace)
+        finally:
+            self._stop_everything(terminate or bool(stuck))
+
+    def _stop_everything(self, force: bool) -> None:
         self._state = AsyncState.DEFAULT
-        if self._waiter is not None and not terminate:
-            message = self._encode("close", None)
-            closing = {
-                index for index, slot in enumerate(slots)
-                if index < len(self._channels) and index not in stuck
-                and slot.state is not SlotState.DEAD and self._post(index, message)
-            }
-            for index, reply in self._replies(closing, grace):
-                if reply is not None and not reply[0]:
-                    logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
-            stuck |= closing  # these never answered: do not wait for them again
         # Workers that closed their env exit by themselves within moments.
         for channel in self._channels:
             channel.release(self._waiter)
-        stop_processes(self.processes, timeout=0.0 if terminate or stuck else 5.0)
+        stop_processes(self.processes, timeout=0.0 if force else 5.0)
         if self._waiter is not None:
             self._waiter.close()
         if self._arena is not None:

@@ -40,13 +40,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from gymnasium import Env, Space, logger
+from gymnasium import Env, Space
 from gymnasium.vector import AutoresetMode
 from gymnasium.vector.async_vector_env import AsyncState
 
 from retrovec.core.actions import IN_ARENA
 from retrovec.core.arena import copy_structure
-from retrovec.core.base import ReplacementDied, RetroVectorEnvBase
+from retrovec.core.base import RetroVectorEnvBase
 from retrovec.core.server import (
     EnvServer,
     ErrorPayload,
@@ -54,7 +54,7 @@ from retrovec.core.server import (
     error_reply,
     one_thread_per_library,
 )
-from retrovec.core.slots import BATCH, CALL, SlotState
+from retrovec.core.slots import CALL
 
 __all__ = ["RayRetroVectorEnv", "import_ray"]
 
@@ -388,14 +388,7 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
             self._await_verdict(dead)
             self._kill(dead)
         self.actors[index] = self._start_actor(index)
-        reply = self._request(index, "build", None)
-        if reply is None:
-            raise ReplacementDied(f"env {index}'s replacement actor died building its env")
-        if not reply[0]:
-            self._crashed = True
-            self._broken = f"the Ray actor of env {index} failed while being restarted"
-            self._raise_worker_error([index], {index: reply[1]}, "restart")
-        self._check_description(index, reply[1])
+        self._check_description(index, self._replacement_payload(index, "build", None, "build"))
 
     def _await_verdict(self, actor: Any) -> None:
         """Wait (at most ``timeout``) until Ray knows whether ``actor`` is dead or alive.
@@ -453,31 +446,6 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
                 self._read_actions = []
                 self._arena.close()
                 self._arena = None
-
-    def _close_envs(self, grace: float) -> None:
-        """Let the calls in flight finish, then have every actor that is neither dead nor
-        still busy close its env; each wait lasts ``grace`` seconds at most."""
-        slots = self._slots
-        if self._state != AsyncState.DEFAULT and not self._crashed and slots.busy(CALL):
-            logger.warn(
-                "Calling `close` while waiting for a pending call to "
-                f"`{self._state.value}` to complete."
-            )
-        slots.abandon(CALL)
-        slots.abandon(BATCH)
-        stuck = set(slots.busy(any_owner=True))
-        if stuck:
-            self._wait_for(stuck, grace)  # leaves those that did not answer
-        closing = {
-            index for index, actor in enumerate(self.actors)
-            if actor is not None and index not in stuck
-            and slots[index].state is not SlotState.DEAD
-            and self._post(index, ("close", None))
-        }
-        with self._guard:
-            for index, reply in self._replies(closing, grace):
-                if reply is not None and not reply[0]:
-                    logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
 
 
 def _task_error(error: Exception) -> ErrorPayload:

@@ -170,6 +170,25 @@ class RestartMixin:
                 self._raise_worker_error([index], {index: reply[1]}, method)
             return reply[1]
 
+    def _replacement_payload(self, index: int, kind: str | None, argument: Any, step: str) -> Any:
+        """Send ``kind`` to env ``index``'s replacement (``None``: only wait for its next
+        reply) and return the reply's payload, for a transport's ``_replace_worker``.
+
+        Raises:
+            ReplacementDied: It died before answering.
+            Exception: The env's own error; the vector env is then unusable.
+        """
+        reply = self._request(index, kind, argument)
+        if reply is None:
+            raise ReplacementDied(f"env {index}'s replacement died during {step}")
+        if not reply[0]:
+            self._crashed = True
+            self._broken = (
+                f"the {self._worker_noun} of env {index} failed while being restarted"
+            )
+            self._raise_worker_error([index], {index: reply[1]}, "restart")
+        return reply[1]
+
     def _request(self, index: int, kind: str | None, argument: Any) -> Any:
         """One command to one env outside the slot table (``kind=None``: only wait for its
         next reply), used while it is being restarted. Returns the reply, ``None`` if it
