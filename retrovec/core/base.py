@@ -229,8 +229,9 @@ class RetroVectorEnvBase(
         Returns:
             The batched observations and infos.
         """
-        self.reset_async(seed=seed, options=options)
-        return self.reset_wait()
+        with self._guard:  # one SIGINT handler swap for both halves
+            self.reset_async(seed=seed, options=options)
+            return self.reset_wait()
 
     def reset_async(
         self,
@@ -307,8 +308,9 @@ class RetroVectorEnvBase(
         Returns:
             ``(observations, rewards, terminations, truncations, infos)``.
         """
-        self.step_async(actions)
-        return self.step_wait()
+        with self._guard:  # one SIGINT handler swap for both halves
+            self.step_async(actions)
+            return self.step_wait()
 
     def _step_arguments(self, actions: Any, rows: np.ndarray | None = None) -> list[Any]:
         """Check a batch of actions (for the envs ``rows``, default all) and return each
@@ -414,8 +416,9 @@ class RetroVectorEnvBase(
         Returns:
             One result per env.
         """
-        self.call_async(name, *args, **kwargs)
-        return self.call_wait()
+        with self._guard:  # one SIGINT handler swap for both halves
+            self.call_async(name, *args, **kwargs)
+            return self.call_wait()
 
     def render(self) -> tuple[Any, ...] | None:
         """Returns a tuple of rendered frames from the environments."""

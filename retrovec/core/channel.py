@@ -299,35 +299,43 @@ class ChannelWaiter:
         """
         deadline = None if timeout is None else time.monotonic() + timeout
         count = 0
-        while channels:
-            for index in [i for i, channel in channels.items() if channel.has_message()]:
-                message = channels.pop(index).pop()
+        owner = self._owner
+        for channel in channels.values():
+            if not channel.registered:
+                self.register(channel)
+        # Messages read by an earlier wait (one that stopped at ``wanted``, or was
+        # interrupted) come first; after that only the channels an event woke are looked at.
+        ready = [channel for channel in channels.values() if channel._inbox]
+        while True:
+            for channel in ready:
+                index = channel.index
+                if channels.get(index) is not channel:
+                    continue  # its socket and its sentinel were both ready
+                if channel._inbox:
+                    message = channel._inbox.popleft()
+                elif channel.is_dead():
+                    message = DEAD
+                else:
+                    continue  # part of a reply: wait for the rest
+                del channels[index]
                 yield index, message
                 count += 1
                 if wanted is not None and count >= wanted:
                     return
             if not channels:
                 return
-            for channel in channels.values():
-                if not channel.registered:
-                    self.register(channel)
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             events = self._poll(remaining)
+            ready = []
             for fd, _ in events:
-                channel = self._owner.get(fd)
+                channel = owner.get(fd)
                 if channel is None:
                     continue
                 if channels.get(channel.index) is not channel:
                     self.unregister(channel)  # not waited for now: mute it
                     continue
                 channel.pump()
-                if not channel.has_message() and channel.is_dead():
-                    del channels[channel.index]
-                    yield channel.index, DEAD
-                    count += 1
-                    if wanted is not None and count >= wanted:
-                        return
+                ready.append(channel)
             if not events and deadline is not None and time.monotonic() >= deadline:
                 return
             self.guard.checkpoint()
-

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import _signal  # signal.signal without its enum conversions: this runs on every step
 import contextlib
 import signal
 import threading
@@ -28,6 +29,9 @@ from types import FrameType
 from typing import Any
 
 __all__ = ["InterruptGuard"]
+
+_SIGINT = int(signal.SIGINT)
+_MAIN_THREAD = threading.main_thread()
 
 
 class InterruptGuard:
@@ -44,20 +48,20 @@ class InterruptGuard:
         self._depth += 1
         if self._depth == 1:
             self._previous = None
-            if threading.current_thread() is threading.main_thread():
-                handler = signal.getsignal(signal.SIGINT)
+            if threading.current_thread() is _MAIN_THREAD:
+                handler = _signal.getsignal(_SIGINT)
                 if callable(handler):  # SIG_IGN / SIG_DFL: nothing to defer
                     self._previous = handler
                     self._held = True
                     self._noted = None
-                    signal.signal(signal.SIGINT, self._handle)
+                    _signal.signal(_SIGINT, self._handle)
         return self
 
     def __exit__(self, *exc_info: Any) -> None:
         self._depth -= 1
         if self._depth == 0 and self._previous is not None:
             previous, self._previous = self._previous, None
-            signal.signal(signal.SIGINT, previous)
+            _signal.signal(_SIGINT, previous)
             if exc_info[0] is None:
                 self._deliver(previous)
 
