@@ -322,8 +322,9 @@ class RetroVectorEnvBase(
         """The ``step`` commands for ``indices``; an env whose worker was replaced since its
         last step gets its truncated transition at once instead (no step is sent)."""
         commands = []
+        table = self._slots.entries
         for index, argument in zip(indices, arguments):
-            slot = self._slots[index]
+            slot = table[index]
             if slot.episode_end is not None:
                 ended, slot.episode_end = slot.episode_end, None
                 self._slots.finish(index, "step", self._truncated_step(index, ended), owner)

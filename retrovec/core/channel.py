@@ -74,6 +74,8 @@ class WorkerChannel:
         self._buffer = bytearray()
         self._inbox: deque[bytes] = deque()
         self._eof = False
+        self._last_message: bytes | None = None
+        self._last_frame = b""
         self.registered = False
 
     @classmethod
@@ -111,13 +113,21 @@ class WorkerChannel:
 
     def send(self, message: bytes) -> bool:
         """Write one message (blocking); ``False`` if the worker is gone."""
+        if message is self._last_message:  # the same command again (a step): same frame
+            try:
+                self._sock.sendall(self._last_frame)
+            except OSError:
+                return False
+            return True
         size = len(message)
         header = _HEADER.pack(size) if size <= 0x7FFFFFFF else (
             _HEADER.pack(-1) + _LONG_HEADER.pack(size)
         )
         try:
             if size < 16384:
-                self._sock.sendall(header + message)
+                self._last_frame = header + message
+                self._last_message = message
+                self._sock.sendall(self._last_frame)
             else:
                 self._sock.sendall(header)
                 self._sock.sendall(message)
@@ -138,6 +148,24 @@ class WorkerChannel:
     def pump(self) -> None:
         """Read whatever the socket holds without blocking and cut it into messages."""
         sock = self._sock
+        if not self._buffer and not self._eof:
+            # The common reply: small and whole, in one read, taken without the buffer.
+            try:
+                chunk = sock.recv(_READ_SIZE, socket.MSG_DONTWAIT)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                chunk = b""
+            if len(chunk) >= 4 and _HEADER.unpack_from(chunk)[0] == len(chunk) - 4:
+                self._inbox.append(chunk[4:])
+                return
+            if not chunk:
+                self._eof = True
+                return
+            self._buffer += chunk
+            self._cut()
+            if len(chunk) < _READ_SIZE:
+                return
         while not self._eof:
             size = max(_READ_SIZE, self._missing())
             try:

@@ -33,17 +33,18 @@ class CommandsMixin:
         messages: dict[tuple[str, int], Any] = {}
         encoded = []
         for index, kind, argument in commands:
-            key = (kind, id(argument))
-            if key not in messages:
-                messages[key] = self._encode(kind, argument)
-            encoded.append((index, kind, argument, messages[key]))
+            key = (kind, id(argument))  # one encoding per distinct command (a step: one)
+            message = messages.get(key)
+            if message is None:
+                message = messages[key] = self._encode(kind, argument)
+            encoded.append((index, kind, argument, message))
         with self._guard:
             self._drain([index for index, *_ in encoded])
             slots = self._slots
+            table = slots.entries
+            post = self._post
             for index, kind, argument, message in encoded:
-                if slots[index].state is SlotState.DEAD:
-                    slots.died(index, kind, argument, owner)
-                elif self._post(index, message):
+                if table[index].state is not SlotState.DEAD and post(index, message):
                     slots.send(index, kind, argument, owner)
                 else:
                     slots.died(index, kind, argument, owner)
@@ -51,7 +52,8 @@ class CommandsMixin:
     def _drain(self, indices: Sequence[int]) -> None:
         """Read and drop the replies of abandoned commands to ``indices`` (a reply must
         never answer a later command)."""
-        abandoned = {i for i in indices if self._slots[i].state is SlotState.BUSY}
+        table = self._slots.entries
+        abandoned = {i for i in indices if table[i].state is SlotState.BUSY}
         if abandoned:
             self._wait_for(abandoned, self.timeout)
             if abandoned:
@@ -86,36 +88,39 @@ class CommandsMixin:
         """Turn finished slots into payloads (by position in ``indices``), applying the
         restart policy to dead ones and raising for failed ones; every slot ends IDLE."""
         slots = self._slots
-        dead = [i for i in indices if slots[i].state is SlotState.DEAD]
+        table = slots.entries
+        dead = [i for i in indices if table[i].state is SlotState.DEAD]
         restarted_in_call = []
         if dead:
             recoverable = self.on_worker_failure == "restart" and all(
                 slots[i].kind in POLICY for i in dead
             )
             if not recoverable:
-                for index in indices:
-                    if slots[index].state is not SlotState.DEAD:
-                        slots.collect(index)
+                slots.release([i for i in indices if table[i].state is not SlotState.DEAD])
                 self._raise_crash(dead[0], method)
             for index in dead:
                 if self._revive(index, method) == "raise_restarted":
                     restarted_in_call.append(index)
-        taken = [slots.collect(index) for index in indices]
-        failed = [slot for slot in taken if slot.state is SlotState.FAILED]
-        if failed and any(slot.kind in ("reset", "step") for slot in failed):
-            self._broken = f"env {failed[0].index} raised an exception in `{method}`"
+        results = [table[index].result for index in indices]
+        failed = [
+            (index, table[index].kind, table[index].result) for index in indices
+            if table[index].state is SlotState.FAILED
+        ]
+        slots.release(indices)
+        if failed and any(kind in ("reset", "step") for _, kind, _ in failed):
+            self._broken = f"env {failed[0][0]} raised an exception in `{method}`"
         if restarted_in_call:
             index = restarted_in_call[0]
             error = WorkerCrashedError(index, self._last_exitcode, f"`{method}`", restarted=True)
-            for slot in failed:
-                error.add_note(f"Env {slot.index} raised too: {slot.result[1]}: {slot.result[2]}")
+            for index, _, result in failed:
+                error.add_note(f"Env {index} raised too: {result[1]}: {result[2]}")
             raise error from self._crash_cause
         if failed:
             self._raise_worker_error(
-                [slot.index for slot in failed], {slot.index: slot.result for slot in failed},
+                [index for index, *_ in failed], {index: result for index, _, result in failed},
                 method,
             )
-        return [slot.result for slot in taken]
+        return results
 
     def _raise_crash(self, index: int, method: str, why: str = "died") -> None:
         """Mark the vector env unusable and raise ``WorkerCrashedError`` for env ``index``."""

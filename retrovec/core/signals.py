@@ -21,10 +21,8 @@ Example:
 from __future__ import annotations
 
 import _signal  # signal.signal without its enum conversions: this runs on every step
-import contextlib
 import signal
 import threading
-from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -43,6 +41,7 @@ class InterruptGuard:
         self._previous: Any = None
         self._held = True
         self._noted: tuple[int, FrameType | None] | None = None
+        self._released = _Released(self)
 
     def __enter__(self) -> InterruptGuard:
         self._depth += 1
@@ -76,20 +75,31 @@ class InterruptGuard:
         if noted is not None:
             handler(*noted)
 
-    @contextlib.contextmanager
-    def released(self) -> Iterator[None]:
-        """A blocking wait: a SIGINT noted before, or arriving now, is raised."""
-        if self._previous is None:
-            yield
-            return
-        self._deliver(self._previous)
-        self._held = False
-        try:
-            yield
-        finally:
-            self._held = True
+    def released(self) -> _Released:
+        """A blocking wait (``with guard.released():``): a SIGINT noted before, or
+        arriving now, is raised."""
+        return self._released
 
     def checkpoint(self) -> None:
         """Raise (run the user's handler for) a SIGINT noted since the last checkpoint."""
         if self._noted is not None and self._previous is not None:
             self._deliver(self._previous)
+
+
+class _Released:
+    """The context of :meth:`InterruptGuard.released` (a plain class: it runs on every wait,
+    and ``contextlib`` costs four calls per use)."""
+
+    __slots__ = ("guard",)
+
+    def __init__(self, guard: InterruptGuard) -> None:
+        self.guard = guard
+
+    def __enter__(self) -> None:
+        guard = self.guard
+        if guard._previous is not None:
+            guard._deliver(guard._previous)
+            guard._held = False
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.guard._held = True

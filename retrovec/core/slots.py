@@ -92,6 +92,11 @@ class SlotTable:
         self._slots = [Slot(index) for index in range(num_envs)]
         self._clock = 0
 
+    @property
+    def entries(self) -> list[Slot]:
+        """The slots themselves, by env index (read them; change them through methods)."""
+        return self._slots
+
     def __getitem__(self, index: int) -> Slot:
         return self._slots[index]
 
@@ -133,7 +138,8 @@ class SlotTable:
         else:
             slot.state = SlotState.DONE if reply[0] else SlotState.FAILED
             slot.result = reply[1]
-        self._finish(slot)
+        self._clock += 1
+        slot.finished_at = self._clock
 
     def _finish(self, slot: Slot) -> None:
         self._clock += 1
@@ -144,8 +150,15 @@ class SlotTable:
         slot = self._slots[index]
         taken = Slot(index, slot.state, slot.kind, slot.argument, slot.owner, slot.result,
                      slot.finished_at)
-        slot.state, slot.owner, slot.result = SlotState.IDLE, None, None
+        self.release([index])
         return taken
+
+    def release(self, indices: list[int]) -> None:
+        """Finished slots -> IDLE (their results taken)."""
+        idle = SlotState.IDLE
+        for index in indices:
+            slot = self._slots[index]
+            slot.state, slot.owner, slot.result = idle, None, None
 
     def abandon(self, owner: str) -> None:
         """Give up on ``owner``'s slots: busy ones are drained later, finished ones dropped
