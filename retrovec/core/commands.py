@@ -10,6 +10,7 @@ Ctrl-C never splits a reply.
 
 from __future__ import annotations
 
+import traceback
 from collections.abc import Sequence
 from typing import Any
 
@@ -85,6 +86,16 @@ class CommandsMixin:
         return self._resolve(self._slots.owned(CALL), method)
 
     def _resolve(self, indices: list[int], method: str) -> list[Any]:
+        """:meth:`_resolve_slots`, whose errors leave its frames without locals: an error's
+        traceback holds those frames and they hold the error (and ``self``), a cycle that
+        kept a crashed vector env, its spaces and replies alive until a full collection."""
+        try:
+            return self._resolve_slots(indices, method)
+        except BaseException as error:
+            traceback.clear_frames(error.__traceback__)  # skips this frame: it is running
+            raise
+
+    def _resolve_slots(self, indices: list[int], method: str) -> list[Any]:
         """Turn finished slots into payloads (by position in ``indices``), applying the
         restart policy to dead ones and raising for failed ones; every slot ends IDLE."""
         slots = self._slots
