@@ -140,6 +140,7 @@ class RetroVectorEnvBase(
         self._read_actions: list[Callable[[], Any]] = []  # transports that read the arena here
         self._observations_shared = False
         self._state = AsyncState.DEFAULT
+        self._parked: tuple[Any] | None = None  # a finished call's result, not handed over yet
         self._broken: str | None = None
         self._crashed = False
         self._crash_cause: BaseException | None = None
@@ -229,9 +230,8 @@ class RetroVectorEnvBase(
         Returns:
             The batched observations and infos.
         """
-        with self._guard:  # one SIGINT handler swap for both halves
-            self.reset_async(seed=seed, options=options)
-            return self.reset_wait()
+        self.reset_async(seed=seed, options=options)
+        return self.reset_wait()
 
     def reset_async(
         self,
@@ -266,9 +266,10 @@ class RetroVectorEnvBase(
             else (index, "reset-noop", None)
             for index in range(self.num_envs)
         ]
-        self._dispatch(commands, CALL)
-        self._state = AsyncState.WAITING_RESET
-        self._resetting = resetting
+        with self._guard:  # a Ctrl-C while sending is raised once the call is pending
+            self._dispatch(commands, CALL)
+            self._state = AsyncState.WAITING_RESET
+            self._resetting = resetting
         for index in np.flatnonzero(resetting):
             self._slots[index].episode_end = None  # the reset ends that episode anyway
         if mask is None or mask.all():
@@ -294,7 +295,9 @@ class RetroVectorEnvBase(
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("reset_wait", AsyncState.WAITING_RESET, "reset_async")
-        payloads = self._finish_call("reset_wait", timeout)
+        return self._finish_call("reset_wait", timeout, self._reset_result)
+
+    def _reset_result(self, payloads: list[tuple[Any, dict]]) -> tuple[Any, dict[str, Any]]:
         self._ever_reset |= self._resetting
         infos = self._batch_infos(None, [info for _, info in payloads], self)
         return self._batch_observations(payloads), infos
@@ -308,9 +311,8 @@ class RetroVectorEnvBase(
         Returns:
             ``(observations, rewards, terminations, truncations, infos)``.
         """
-        with self._guard:  # one SIGINT handler swap for both halves
-            self.step_async(actions)
-            return self.step_wait()
+        self.step_async(actions)
+        return self.step_wait()
 
     def _step_arguments(self, actions: Any, rows: np.ndarray | None = None) -> list[Any]:
         """Check a batch of actions (for the envs ``rows``, default all) and return each
@@ -349,9 +351,9 @@ class RetroVectorEnvBase(
                 "Call reset() before step(): envs "
                 f"{np.flatnonzero(~self._ever_reset).tolist()} have never been reset."
             )
-        commands = self._step_commands(range(self.num_envs), arguments, CALL)
-        self._dispatch(commands, CALL)
-        self._state = AsyncState.WAITING_STEP
+        with self._guard:  # a Ctrl-C while sending is raised once the call is pending
+            self._dispatch(self._step_commands(range(self.num_envs), arguments, CALL), CALL)
+            self._state = AsyncState.WAITING_STEP
 
     def step_wait(
         self, timeout: float | None = None
@@ -369,7 +371,11 @@ class RetroVectorEnvBase(
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("step_wait", AsyncState.WAITING_STEP, "step_async")
-        payloads = self._finish_call("step_wait", timeout)
+        return self._finish_call("step_wait", timeout, self._step_result)
+
+    def _step_result(
+        self, payloads: list[tuple[Any, dict]]
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         infos = self._batch_infos(None, [info for _, info in payloads], self)
         arena = self._arena
         assert arena is not None
@@ -417,9 +423,8 @@ class RetroVectorEnvBase(
         Returns:
             One result per env.
         """
-        with self._guard:  # one SIGINT handler swap for both halves
-            self.call_async(name, *args, **kwargs)
-            return self.call_wait()
+        self.call_async(name, *args, **kwargs)
+        return self.call_wait()
 
     def render(self) -> tuple[Any, ...] | None:
         """Returns a tuple of rendered frames from the environments."""
@@ -440,8 +445,9 @@ class RetroVectorEnvBase(
         """
         self._begin("call_async")
         argument = (name, args, kwargs)
-        self._dispatch([(index, "call", argument) for index in range(self.num_envs)], CALL)
-        self._state = AsyncState.WAITING_CALL
+        with self._guard:  # a Ctrl-C while sending is raised once the call is pending
+            self._dispatch([(index, "call", argument) for index in range(self.num_envs)], CALL)
+            self._state = AsyncState.WAITING_CALL
 
     def call_wait(self, timeout: float | None = None) -> tuple[Any, ...]:
         """Wait for :meth:`call_async`'s results.
@@ -451,7 +457,7 @@ class RetroVectorEnvBase(
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("call_wait", AsyncState.WAITING_CALL, "call_async")
-        return tuple(self._finish_call("call_wait", timeout))
+        return self._finish_call("call_wait", timeout, tuple)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:
         """Get an attribute from every env."""
@@ -475,10 +481,11 @@ class RetroVectorEnvBase(
                 "Values must be a list or tuple with length equal to the number of "
                 f"environments. Got `{len(values)}` values for {self.num_envs} environments."
             )
-        self._dispatch(
-            [(index, "setattr", (name, value)) for index, value in enumerate(values)], CALL
-        )
-        self._state = AsyncState.WAITING_CALL
+        with self._guard:  # a Ctrl-C while sending is raised once the call is pending
+            self._dispatch(
+                [(index, "setattr", (name, value)) for index, value in enumerate(values)], CALL
+            )
+            self._state = AsyncState.WAITING_CALL
         self._finish_call("set_attr", None)
 
     # ------------------------------------------------------------------ with-block, GC

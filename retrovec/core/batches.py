@@ -66,6 +66,7 @@ class AsyncBatchesMixin:
             )
         #: How many envs :meth:`recv` returns.
         self.batch_size = batch_size
+        self._parked_batch: tuple | None = None  # a received batch not handed over yet
 
     def _assert_no_batches(self, method: str) -> None:
         waiting = self._slots.owned(BATCH)
@@ -81,6 +82,7 @@ class AsyncBatchesMixin:
         abandoned (their replies are read and dropped). Otherwise they must be received."""
         if self._broken is not None:
             self._slots.abandon(BATCH)
+            self._parked_batch = None
         else:
             self._assert_no_batches(method)
 
@@ -167,6 +169,15 @@ class AsyncBatchesMixin:
             WorkerTimeoutError: They did not finish in time; those that did are kept.
         """
         self._assert_usable()
+        if self._parked_batch is None:
+            with self._guard:  # see _finish_call: a finished batch is parked, then handed over
+                self._parked_batch = self._receive_batch(timeout)
+        batch, self._parked_batch = self._parked_batch, None
+        return batch
+
+    def _receive_batch(
+        self, timeout: float | None
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
         size = self.batch_size
         slots = self._slots
         owned = len(slots.owned(BATCH))

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import select
 import socket
 import struct
@@ -53,6 +54,14 @@ _LONG_HEADER = struct.Struct("!Q")
 _READ_SIZE = 1 << 16
 
 
+def _open_fds() -> set[int]:
+    """This process's open descriptors (Linux; elsewhere an empty set)."""
+    try:
+        return {int(name) for name in os.listdir("/proc/self/fd")}
+    except OSError:  # pragma: no cover - no procfs
+        return set()
+
+
 class WorkerChannel:
     """The parent's side of one worker: process, sentinel, socket and read buffer.
 
@@ -74,6 +83,7 @@ class WorkerChannel:
         self._buffer = bytearray()
         self._inbox: deque[bytes] = deque()
         self._eof = False
+        self._process_fds: set[int] = set()
         self._last_message: bytes | None = None
         self._last_frame = b""
         self.registered = False
@@ -94,6 +104,7 @@ class WorkerChannel:
         parent_sock, child_sock = socket.socketpair()
         own_fd(parent_sock.fileno())
         child_end = Connection(child_sock.detach())
+        before = _open_fds()
         try:
             process = make_process(child_end)
             with clear_mpi_env_vars():
@@ -104,8 +115,12 @@ class WorkerChannel:
             child_end.close()
             raise
         child_end.close()
-        own_fd(process.sentinel)
         channel = cls(index, process, parent_sock)
+        # What starting it left open here: the sentinel, and multiprocessing's own pipe
+        # ends (its Popen keeps the write end of the child's "parent alive" pipe).
+        channel._process_fds = {process.sentinel} | (_open_fds() - before)
+        for fd in channel._process_fds:
+            own_fd(fd)
         waiter.register(channel)
         return channel
 
@@ -245,7 +260,8 @@ class WorkerChannel:
             waiter.unregister(self)
         if self._fd >= 0:
             disown_fd(self._fd)
-            disown_fd(self._sentinel)
+            for fd in self._process_fds:
+                disown_fd(fd)
             self._sock.close()
             self._fd = -1
             self._eof = True

@@ -11,7 +11,7 @@ Ctrl-C never splits a reply.
 from __future__ import annotations
 
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from gymnasium import logger
@@ -69,21 +69,38 @@ class CommandsMixin:
             for index, reply in self._replies(pending, timeout, wanted):
                 settle(index, reply)
 
-    def _finish_call(self, method: str, timeout: float | None) -> list[Any]:
-        """Wait for every slot of the pending call and return the payloads by env index.
+    def _finish_call(
+        self,
+        method: str,
+        timeout: float | None,
+        build: Callable[[list[Any]], Any] | None = None,
+    ) -> Any:
+        """Wait for every slot of the pending call, resolve them and hand over
+        ``build(payloads)`` (default: the payloads by env index).
 
-        Raises the env's exception (lowest index first), ``WorkerCrashedError`` for a dead
-        worker (or after a restart, for ``call``/``set_attr``), or ``WorkerTimeoutError``
-        leaving the call pending.
+        The result is parked before it is handed over: a Ctrl-C that arrives once it is
+        complete raises ``KeyboardInterrupt`` with the call still pending, and the same
+        ``*_wait`` then returns the parked result. Raises the env's exception (lowest index
+        first), ``WorkerCrashedError`` for a dead worker (or after a restart, for
+        ``call``/``set_attr``), or ``WorkerTimeoutError`` leaving the call pending.
         """
-        if timeout is None:
-            timeout = self.timeout
-        busy = set(self._slots.busy(CALL))
-        self._wait_for(busy, timeout)
-        if busy:
-            raise WorkerTimeoutError(method, timeout, sorted(busy))
+        if self._parked is None:
+            if timeout is None:
+                timeout = self.timeout
+            with self._guard:
+                busy = set(self._slots.busy(CALL))
+                self._wait_for(busy, timeout)
+                if busy:
+                    raise WorkerTimeoutError(method, timeout, sorted(busy))
+                try:
+                    payloads = self._resolve(self._slots.owned(CALL), method)
+                    self._parked = (payloads if build is None else build(payloads),)
+                except Exception:
+                    self._state = AsyncState.DEFAULT  # the call ended with this error
+                    raise
+        (result,), self._parked = self._parked, None
         self._state = AsyncState.DEFAULT
-        return self._resolve(self._slots.owned(CALL), method)
+        return result
 
     def _resolve(self, indices: list[int], method: str) -> list[Any]:
         """:meth:`_resolve_slots`, whose errors leave its frames without locals: an error's
@@ -174,6 +191,7 @@ class CommandsMixin:
                 f"`{self._state.value}` to complete."
             )
         self._state = AsyncState.DEFAULT
+        self._parked = self._parked_batch = None
         slots.abandon(CALL)
         slots.abandon(BATCH)
         stuck = set(slots.busy(any_owner=True))

@@ -242,7 +242,14 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         self._waiter = ChannelWaiter(self._spins[1], self._guard)
         with frozen_heap(self._ctx.get_start_method()):
             for index in range(self.num_envs):
-                channel = WorkerChannel.start(index, self._process_factory(index), self._waiter)
+                try:
+                    channel = WorkerChannel.start(
+                        index, self._process_factory(index), self._waiter
+                    )
+                except BaseException:
+                    for never in range(index, self.num_envs):  # no worker to close
+                        self._slots.died(never, "build", None, None)
+                    raise
                 self._channels.append(channel)
                 self._slots.send(index, "build", None, CALL)
 

@@ -699,7 +699,7 @@ def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(
         envs.set_attr("info_bytes", [0, size])
         envs.set_attr("step_marker", [None, marker])
         pid = envs.processes[1].pid
-        with _Watchdog(envs, 60):
+        with _Watchdog(envs, 30):
             envs.step_async(_actions(2))
             _wait_for_file(marker)
             time.sleep(0.2)  # the worker is sending: the socket buffer is full, it blocks
@@ -763,7 +763,7 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
         envs.set_attr("info_bytes", [0, size])
         envs.set_attr("step_marker", [None, str(marker)])
         pid = envs.processes[1].pid
-        with _Watchdog(envs, 120):
+        with _Watchdog(envs, 30):
             # How long the parent takes to read the reply, once the worker has stepped.
             reading = []
             for _ in range(2):
