@@ -388,3 +388,81 @@ class BigSpaceEnv(gym.Env):
 
     def step(self, action):
         return np.zeros(self.observation_space.shape, np.uint8), 0.0, False, False, {}
+
+
+# ----------------------------------------------------------------------------------------
+# Fakes for tests/core/test_ray_failure_paths.py (the same failure paths on Ray actors).
+
+
+class MarkedProbeEnv(ProbeEnv):
+    """A :class:`ProbeEnv` that says when it is busy, so that a test can kill its actor in
+    the middle of a command.
+
+    Switches (constructor arguments, or ``set_attr`` on a live env), besides ProbeEnv's:
+
+    * ``entered_marker``: a file created on entering ``reset`` and ``step``.
+    * ``reset_delay``: seconds every ``reset`` sleeps (after creating the marker).
+    """
+
+    def __init__(self, reset_delay: float = 0.0, entered_marker: str | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.reset_delay = reset_delay
+        self.entered_marker = entered_marker
+
+    def _enter(self) -> None:
+        if self.entered_marker is not None:
+            open(self.entered_marker, "w").close()
+
+    def reset(self, *, seed=None, options=None):
+        self._enter()
+        if self.reset_delay:
+            time.sleep(self.reset_delay)
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self._enter()
+        return super().step(action)
+
+    def slow_echo(self, value=None, seconds: float = 0.0):
+        """``value``, after ``seconds``: a ``call`` that takes a while."""
+        time.sleep(seconds)
+        return value
+
+    def unpicklable_for(self, tag: int):
+        """A lock (no reply can carry it) for env ``tag``; the tag for the others."""
+        import threading
+
+        return threading.Lock() if tag == self.tag else self.tag
+
+
+def marked_probe_fns(n: int, **kwargs: Any) -> list:
+    """``n`` MarkedProbeEnv functions, tagged 0 to n-1."""
+    return [partial(MarkedProbeEnv, tag=i, **kwargs) for i in range(n)]
+
+
+def make_probe_raising_on_build(counter: str, raise_on: int, **kwargs: Any) -> ProbeEnv:
+    """A ProbeEnv, whose ``raise_on``-th build counted in the file ``counter`` raises
+    :class:`ToyError` (the env's own error while a replacement is built)."""
+    count = 1
+    if os.path.exists(counter):
+        with open(counter) as file:
+            count = int(file.read() or 0) + 1
+    with open(counter, "w") as file:
+        file.write(str(count))
+    if count == raise_on:
+        raise ToyError(f"boom in build {count}")
+    return ProbeEnv(**kwargs)
+
+
+def make_probe_slow_on_build(counter: str, slow_on: int, seconds: float, **kwargs: Any) -> ProbeEnv:
+    """A ProbeEnv, whose ``slow_on``-th build counted in the file ``counter`` first sleeps
+    ``seconds`` (a replacement that takes a while to build)."""
+    count = 1
+    if os.path.exists(counter):
+        with open(counter) as file:
+            count = int(file.read() or 0) + 1
+    with open(counter, "w") as file:
+        file.write(str(count))
+    if count == slow_on:
+        time.sleep(seconds)
+    return ProbeEnv(**kwargs)

@@ -44,10 +44,18 @@ from gymnasium.vector.utils import clear_mpi_env_vars
 from retrovec.core.processes import disown_fd, own_fd, spin_poll, stop_processes
 from retrovec.core.signals import InterruptGuard
 
-__all__ = ["DEAD", "ChannelWaiter", "WorkerChannel"]
+__all__ = ["COMPLETION", "DEAD", "PIPE_REPLY", "ChannelWaiter", "WorkerChannel"]
 
 #: What :meth:`ChannelWaiter.wait` yields for a worker that died without a whole reply.
 DEAD = None
+
+#: The message :meth:`ChannelWaiter.wait` yields for a reply that came as a record in the
+#: completion pipe ("done; everything is in the arena") rather than through the socket.
+PIPE_REPLY = b"C"
+
+#: One completion record: the env index and the worker's generation (a replacement has a
+#: new one, so a record its dead predecessor wrote is never taken for its own).
+COMPLETION = struct.Struct("=ii")
 
 _HEADER = struct.Struct("!i")
 _LONG_HEADER = struct.Struct("!Q")
@@ -73,8 +81,11 @@ class WorkerChannel:
         process: The worker process.
     """
 
-    def __init__(self, index: int, process: BaseProcess, sock: socket.socket) -> None:
+    def __init__(
+        self, index: int, process: BaseProcess, sock: socket.socket, generation: int = 0
+    ) -> None:
         self.index = index
+        self.generation = generation
         self.process = process
         self.pid = process.pid
         self._sock = sock
@@ -94,8 +105,10 @@ class WorkerChannel:
         index: int,
         make_process: Callable[[Connection], BaseProcess],
         waiter: ChannelWaiter,
+        generation: int = 0,
     ) -> WorkerChannel:
-        """Start a worker: ``make_process(child_end)`` builds the (unstarted) process.
+        """Start a worker: ``make_process(child_end)`` builds the (unstarted) process;
+        ``generation`` must differ from every earlier worker's for the same ``index``.
 
         Raises:
             OSError: The process could not be started (e.g. ``fork`` failed with ENOMEM);
@@ -115,13 +128,13 @@ class WorkerChannel:
             child_end.close()
             raise
         child_end.close()
-        channel = cls(index, process, parent_sock)
+        channel = cls(index, process, parent_sock, generation)
         # What starting it left open here: the sentinel, and multiprocessing's own pipe
         # ends (its Popen keeps the write end of the child's "parent alive" pipe).
         channel._process_fds = {process.sentinel} | (_open_fds() - before)
         for fd in channel._process_fds:
             own_fd(fd)
-        waiter.register(channel)
+        waiter.adopt(channel)
         return channel
 
     # ------------------------------------------------------------------ sending
@@ -150,10 +163,10 @@ class WorkerChannel:
             return False
         return True
 
-    def send_fd(self, fd: int) -> bool:
-        """Pass a descriptor to the worker (SCM_RIGHTS); ``False`` if it is gone."""
+    def send_fds(self, fds: list[int]) -> bool:
+        """Pass descriptors to the worker (SCM_RIGHTS); ``False`` if it is gone."""
         try:
-            sendfds(self._sock, [fd])  # what the worker's recv_handle reads
+            sendfds(self._sock, fds)  # what the worker's recvfds reads
         except OSError:
             return False
         return True
@@ -257,7 +270,7 @@ class WorkerChannel:
         """Unregister, then close the parent's descriptors (once); the process is left to
         :meth:`retire` or :func:`~retrovec.core.processes.stop_processes`."""
         if waiter is not None:
-            waiter.unregister(self)
+            waiter.forget(self)
         if self._fd >= 0:
             disown_fd(self._fd)
             for fd in self._process_fds:
@@ -291,6 +304,44 @@ class ChannelWaiter:
         self._epoll = select.epoll()
         own_fd(self._epoll.fileno())
         self._owner: dict[int, WorkerChannel] = {}
+        self._live: dict[tuple[int, int], WorkerChannel] = {}
+        # The completion pipe: every worker writes one COMPLETION record to it for a reply
+        # that is all in the arena (a step, a reset), so that one read here collects many
+        # replies instead of one recv per worker. Records are 8 bytes, far below PIPE_BUF:
+        # each write is atomic, whatever the number of writers.
+        self._completions, self.completion_fd = os.pipe2(os.O_CLOEXEC)
+        os.set_blocking(self._completions, False)
+        own_fd(self._completions)
+        own_fd(self.completion_fd)
+        self._epoll.register(self._completions, select.EPOLLIN)
+
+    def adopt(self, channel: WorkerChannel) -> None:
+        """Take a new channel: watch it, and credit its completion records to it."""
+        self._live[(channel.index, channel.generation)] = channel
+        self.register(channel)
+
+    def forget(self, channel: WorkerChannel) -> None:
+        """Drop a channel that is being released (before its descriptors close)."""
+        self._live.pop((channel.index, channel.generation), None)
+        self.unregister(channel)
+
+    def read_completions(self) -> list[WorkerChannel]:
+        """Move every completion record in the pipe into its channel's messages; returns
+        those channels (records of retired workers are dropped)."""
+        woken = []
+        while self._epoll is not None:
+            try:
+                data = os.read(self._completions, 1 << 16)
+            except (BlockingIOError, InterruptedError):
+                break
+            for key in COMPLETION.iter_unpack(data):  # 65536 is a multiple of 8: whole
+                channel = self._live.get(key)
+                if channel is not None:
+                    channel._inbox.append(PIPE_REPLY)
+                    woken.append(channel)
+            if len(data) < 1 << 16:
+                break
+        return woken
 
     def register(self, channel: WorkerChannel) -> None:
         """Watch ``channel``'s socket and sentinel."""
@@ -318,9 +369,13 @@ class ChannelWaiter:
         """Release the epoll descriptor."""
         if self._epoll is not None:
             self._owner.clear()
-            disown_fd(self._epoll.fileno())
+            self._live.clear()
+            for fd in (self._epoll.fileno(), self._completions, self.completion_fd):
+                disown_fd(fd)
             self._epoll.close()
             self._epoll = None
+            os.close(self._completions)
+            os.close(self.completion_fd)
 
     def _poll(self, timeout: float | None) -> list[tuple[int, int]]:
         epoll = self._epoll
@@ -355,6 +410,9 @@ class ChannelWaiter:
                 index = channel.index
                 if channels.get(index) is not channel:
                     continue  # its socket and its sentinel were both ready
+                if not channel._inbox and channel.is_dead():
+                    # A record it wrote before it died still counts as its reply.
+                    ready.extend(self.read_completions())
                 if channel._inbox:
                     message = channel._inbox.popleft()
                 elif channel.is_dead():
@@ -371,7 +429,11 @@ class ChannelWaiter:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             events = self._poll(remaining)
             ready = []
+            completions = self._completions
             for fd, _ in events:
+                if fd == completions:
+                    ready.extend(self.read_completions())
+                    continue
                 channel = owner.get(fd)
                 if channel is None:
                     continue

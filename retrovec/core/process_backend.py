@@ -19,6 +19,7 @@ letting a late reply answer the next call; and ``close()`` always ends every pro
 from __future__ import annotations
 
 import atexit
+import itertools
 import multiprocessing
 import os
 import pickle
@@ -37,12 +38,12 @@ from gymnasium.vector.utils import CloudpickleWrapper, create_empty_array
 from retrovec.core.actions import IN_ARENA, ActionRouter
 from retrovec.core.arena import ArenaLayout, SharedArena, is_shareable
 from retrovec.core.base import ReplacementDied, RetroVectorEnvBase
-from retrovec.core.channel import ChannelWaiter, WorkerChannel
+from retrovec.core.channel import PIPE_REPLY, ChannelWaiter, WorkerChannel
 from retrovec.core.info_columns import InfoSchema
 from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
 from retrovec.core.server import error_reply
 from retrovec.core.slots import CALL
-from retrovec.core.worker import INFO_IN_COLUMNS, STEP_COMMAND, worker_main
+from retrovec.core.worker import STEP_COMMAND, worker_main
 
 __all__ = ["AsyncRetroVectorEnv", "AsyncState", "spin_plan"]
 
@@ -186,6 +187,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         self.spin_seconds = None if spin_seconds is None else float(spin_seconds)
         self._channels: list[WorkerChannel] = []
         self._waiter: ChannelWaiter | None = None
+        self._generations = itertools.count()  # each worker's, for its completion records
         env_fns = self._init_base(
             env_fns,
             copy=copy,
@@ -225,13 +227,13 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
 
     # ------------------------------------------------------------------ start-up
 
-    def _process_factory(self, index: int) -> Callable[[Connection], Any]:
+    def _process_factory(self, index: int, generation: int) -> Callable[[Connection], Any]:
         def make_process(child_end: Connection) -> multiprocessing.process.BaseProcess:
             return self._ctx.Process(
                 target=worker_main,
                 name=f"Worker<{type(self).__name__}>-{index}",
                 args=(index, CloudpickleWrapper(self.env_fns[index]), child_end, os.getpid(),
-                      self.autoreset_mode, self._spins[0]),
+                      self.autoreset_mode, self._spins[0], generation),
                 daemon=self.daemon,
             )
 
@@ -243,8 +245,9 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         with frozen_heap(self._ctx.get_start_method()):
             for index in range(self.num_envs):
                 try:
+                    generation = next(self._generations)
                     channel = WorkerChannel.start(
-                        index, self._process_factory(index), self._waiter
+                        index, self._process_factory(index, generation), self._waiter, generation
                     )
                 except BaseException:
                     for never in range(index, self.num_envs):  # no worker to close
@@ -293,7 +296,9 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
 
     def _attach(self, index: int, message: bytes) -> bool:
         channel = self._channels[index]
-        return channel.send(message) and channel.send_fd(self._arena.fd)
+        return channel.send(message) and channel.send_fds(
+            [self._arena.fd, self._waiter.completion_fd]
+        )
 
     # ------------------------------------------------------------------ transport
 
@@ -316,7 +321,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             pending.discard(index)
             if message is None:
                 yield index, None
-            elif message == INFO_IN_COLUMNS:  # the common step: everything is in the arena
+            elif message is PIPE_REPLY:  # the common step: everything is in the arena
                 yield index, (True, (None, self._schemas[index]))
             else:
                 yield index, self._decode_reply(index, message)
@@ -340,7 +345,10 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
     def _replace_worker(self, index: int) -> None:
         """Start the replacement first; retire the dead worker only once it runs."""
         with frozen_heap(self._ctx.get_start_method()):
-            channel = WorkerChannel.start(index, self._process_factory(index), self._waiter)
+            generation = next(self._generations)
+            channel = WorkerChannel.start(
+                index, self._process_factory(index, generation), self._waiter, generation
+            )
         self._channels[index], dead = channel, self._channels[index]
         dead.retire(self._waiter, grace=0.0)
         self._check_description(index, self._replacement_payload(index, None, None, "build"))

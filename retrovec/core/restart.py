@@ -160,6 +160,11 @@ class RestartMixin:
             except (ReplacementDied, OSError) as error:
                 cause = error
                 continue
+            except KeyboardInterrupt:
+                # The user interrupted, nothing died: this attempt is not counted. The slot
+                # stays dead, and the same *_wait builds a replacement again.
+                self.restart_counts[index] -= 1
+                raise
             if reply is None:
                 continue
             if not reply[0]:

@@ -3,14 +3,17 @@
 Protocol (parent -> worker, over the worker's own socketpair, ``multiprocessing`` framing):
 
 1. The worker builds its env and replies with its spaces, metadata and render mode.
-2. ``("attach", layout)`` followed by the arena's file descriptor (SCM_RIGHTS): the worker
-   maps the arena and from then on writes observations, rewards, terminations and
-   truncations into its row, and reads its actions from it.
+2. ``("attach", layout)`` followed by two file descriptors (SCM_RIGHTS): the arena, which
+   the worker maps and from then on writes observations, rewards, terminations,
+   truncations and scalar infos into (its row), and reads its actions from; and the write
+   end of the vector env's completion pipe.
 3. The commands of :class:`~retrovec.core.server.EnvServer` (``reset``, ``reset-noop``,
    ``reset-after-restart``, ``step``, ``call``, ``setattr``), and ``("close", None)``.
 
-Every command gets exactly one reply, ``(True, payload)`` or ``(False, error)``, so a reply
-can never be taken for the answer to another command. An exception in the env is sent back
+Every command gets exactly one reply, ``(True, payload)`` or ``(False, error)`` on the
+socket, or, for a step or reset whose results are all in the arena, one 8-byte record
+(index, generation) in the completion pipe; so a reply can never be taken for the answer to
+another command. An exception in the env is sent back
 (with its traceback) and the worker keeps serving, so that ``close()`` still closes the env
 cleanly (recordings are finalised). The worker ignores SIGINT (Ctrl-C is the parent's to
 handle) and exits on its own, closing its env, when the parent process disappears: it
@@ -24,10 +27,11 @@ import os
 import pickle
 import select
 import signal
+import socket
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.reduction import ForkingPickler, recv_handle
+from multiprocessing.reduction import ForkingPickler, recvfds
 from typing import Any
 
 from gymnasium import Env
@@ -35,19 +39,20 @@ from gymnasium.vector import AutoresetMode
 
 from retrovec.core.actions import IN_ARENA
 from retrovec.core.arena import ArenaLayout, SharedArena
+from retrovec.core.channel import COMPLETION
 from retrovec.core.info_columns import InfoColumnWriter, InfoSchema
 from retrovec.core.processes import spin_poll
 from retrovec.core.server import EnvServer, describe, error_reply, one_thread_per_library
 
-__all__ = ["INFO_IN_COLUMNS", "STEP_COMMAND", "worker_main"]
+__all__ = ["STEP_COMMAND", "worker_main"]
 
 #: The step command when actions are in shared memory: pickled once, compared as bytes.
 STEP_COMMAND = bytes(ForkingPickler.dumps(("step", IN_ARENA)))
 
-#: The reply to a step or reset whose observation is in the arena and whose info is in the
-#: arena's info columns with the schema this worker sent last: one byte, no pickling.
-#: (Not a pickle: every pickle starts with the PROTO opcode, 0x80.)
-INFO_IN_COLUMNS = b"C"
+#: What ``run`` returns for a step or reset whose observation is in the arena and whose
+#: info is in the arena's info columns with the schema this worker sent last: the reply is
+#: then one record in the completion pipe, no pickling.
+INFO_IN_COLUMNS = object()
 
 #: How often an idle worker checks that its parent is still alive, in seconds.
 PARENT_CHECK_INTERVAL = 0.5
@@ -72,7 +77,9 @@ class _ArenaPublisher:
     """Puts a server's results where the parent reads them: observation, reward and flags
     into this env's row of the arena, the rest into the reply."""
 
-    def __init__(self, index: int, server: EnvServer, conn: Connection) -> None:
+    def __init__(
+        self, index: int, server: EnvServer, conn: Connection, generation: int = 0
+    ) -> None:
         self.index = index
         self.server = server
         self.conn = conn
@@ -81,9 +88,13 @@ class _ArenaPublisher:
         self.read_action: Callable[[], Any] | None = None
         self.write_info: Callable[[dict], InfoSchema | None] | None = None
         self.sent_schema: InfoSchema | None = None
+        self.completions: int | None = None  # the completion pipe's write end
+        self.record = COMPLETION.pack(index, generation)
 
     def attach(self, layout: ArenaLayout) -> None:
-        self.arena = SharedArena.attach(layout, recv_handle(self.conn))
+        with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            arena_fd, self.completions = recvfds(sock, 2)
+        self.arena = SharedArena.attach(layout, arena_fd)
         if layout.observation_space is not None:
             self.write_observation = self.arena.observation_writer(self.index)
         if layout.action_space is not None:
@@ -130,13 +141,16 @@ class _ArenaPublisher:
         if self.arena is not None:
             self.arena.close()
             self.arena = None
+        if self.completions is not None:
+            os.close(self.completions)
+            self.completions = None
 
 
-def _send(conn: Connection, reply: tuple[bool, Any] | bytes) -> bool:
-    """Send a reply (bytes as they are); a payload that does not pickle is answered with
-    that error. ``False`` if the parent is gone."""
+def _send(conn: Connection, reply: tuple[bool, Any]) -> bool:
+    """Send a reply; a payload that does not pickle is answered with that error.
+    ``False`` if the parent is gone."""
     try:
-        data = reply if type(reply) is bytes else ForkingPickler.dumps(reply)
+        data = ForkingPickler.dumps(reply)
     except Exception as error:  # the payload itself would not pickle
         data = ForkingPickler.dumps(error_reply(error))
     try:
@@ -184,7 +198,13 @@ def _serve(
         except Exception as error:
             reply: Any = error_reply(error)
         else:
-            reply = INFO_IN_COLUMNS if result is INFO_IN_COLUMNS else (True, result)
+            if result is INFO_IN_COLUMNS:
+                try:
+                    os.write(publisher.completions, publisher.record)
+                except OSError:  # the parent is gone
+                    return
+                continue
+            reply = (True, result)
         if not _send(conn, reply):
             return
 
@@ -196,6 +216,7 @@ def worker_main(
     parent_pid: int,
     autoreset_mode: AutoresetMode,
     spin_seconds: float = 0.0,
+    generation: int = 0,
 ) -> None:
     """Entry point of a worker process.
 
@@ -206,6 +227,7 @@ def worker_main(
         parent_pid: The vector env's process, watched so that orphans exit.
         autoreset_mode: How ``step`` handles episode ends.
         spin_seconds: How long to poll for the next command before sleeping.
+        generation: This worker's generation, which its completion records carry.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     initial_ppid = os.getppid()
@@ -217,7 +239,7 @@ def worker_main(
             _send(conn, error_reply(error))
             return
         one_thread_per_library()
-        publisher = _ArenaPublisher(index, EnvServer(env, autoreset_mode), conn)
+        publisher = _ArenaPublisher(index, EnvServer(env, autoreset_mode), conn, generation)
         if not _send(conn, (True, describe(env))):
             return
         _serve(publisher, conn, parent_pid, initial_ppid, spin_seconds)

@@ -7,6 +7,7 @@ runs under every start method unless the bug is tied to one.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import multiprocessing
@@ -25,7 +26,6 @@ from functools import partial
 import numpy as np
 import psutil
 import pytest
-from gymnasium.error import AlreadyPendingCallError, NoAsyncCallError
 
 import retrovec
 from retrovec import AsyncRetroVectorEnv, WorkerCrashedError, WorkerTimeoutError
@@ -110,10 +110,8 @@ def reaper():
 def _close(envs) -> None:
     """Best-effort cleanup in ``finally`` blocks (the test has failed if it matters)."""
     if envs is not None and not getattr(envs, "closed", True):
-        try:
+        with contextlib.suppress(Exception):
             envs.close(timeout=1.0)
-        except Exception:
-            pass
 
 
 def _kill_worker(envs, index: int) -> None:
@@ -300,12 +298,16 @@ def test_masked_reset_with_a_dead_worker_outside_the_mask_raises_in_raise_mode(c
 @pytest.mark.parametrize("context", START_METHODS)
 @pytest.mark.parametrize("then", ["reset", "async_reset"])
 def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(context, then):
-    envs = AsyncRetroVectorEnv(probe_fns(3), context=context, batch_size=2)
+    # batch_size=num_envs: every recv() waits for env 1 too (with fewer, the scheduling
+    # may leave env 1 running for a while). Envs 0 and 2 take 0.1 s per step, so they are
+    # still running when env 1's exception comes back.
+    envs = AsyncRetroVectorEnv(probe_fns(3), context=context, batch_size=3)
     try:
         envs.set_attr("fail_next_step", [False, True, False])
+        envs.set_attr("delay", [0.1, 0.0, 0.1])
         envs.async_reset(seed=0)
         caught = None
-        for _ in range(20):
+        for _ in range(3):
             try:
                 _, _, _, _, infos = envs.recv()
             except Exception as error:  # noqa: BLE001 - checked below
@@ -325,6 +327,7 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(context, then
         else:
             envs.async_reset(seed=5)
         # EnvPool-style use works (again): every env resets, then steps from t=0.
+        # (Envs 0 and 2 still take 0.1 s per step.)
         seen_reset = set()
         steps = {i: 0 for i in range(3)}
         if then == "reset":
@@ -414,9 +417,8 @@ def test_a_reply_the_parent_cannot_unpickle_names_the_env_and_leaves_it_usable(c
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("context", START_METHODS)
-def test_a_replacement_worker_that_cannot_start_raises_and_close_still_works(
-    context, monkeypatch
-):
+def test_a_replacement_worker_that_cannot_start_raises_and_close_still_works(context, monkeypatch):
+    before = _workers_of(os.getpid())
     envs = AsyncRetroVectorEnv(probe_fns(2), context=context, on_worker_failure="restart")
     pids = [process.pid for process in envs.processes]
     try:
@@ -435,7 +437,7 @@ def test_a_replacement_worker_that_cannot_start_raises_and_close_still_works(
         monkeypatch.undo()
         assert envs.closed
         assert _wait_gone(pids, 2.0) == []
-        assert _wait_gone(_workers_of(os.getpid()), 5.0) == []
+        assert _wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
     finally:
         monkeypatch.undo()
         _close(envs)
@@ -456,9 +458,14 @@ def test_start_up_failure_after_some_workers_started_closes_their_envs(tmp_path,
     ]
     before = _workers_of(os.getpid())
     started = time.monotonic()
-    with pytest.raises(Exception, match="cannot be pickled"):
+    with pytest.raises(Exception) as caught:
         AsyncRetroVectorEnv(env_fns, context=context)
     elapsed = time.monotonic() - started
+    chain, error = [], caught.value
+    while error is not None and len(chain) < 10:
+        chain.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    assert any("cannot be pickled" in text for text in chain), chain
     assert _wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
     assert elapsed < 3.0, f"the failed start-up took {elapsed:.1f} s"
     closed = sorted(os.listdir(tmp_path))
@@ -585,7 +592,6 @@ def test_fork_workers_do_not_inherit_another_vector_envs_fds():
 _START_UP_LOOP = textwrap.dedent(
     """
     import sys
-    from functools import partial
     from retrovec import AsyncRetroVectorEnv
     from tests.envs import BigSpaceEnv
     print("ready", flush=True)
@@ -598,9 +604,12 @@ _START_UP_LOOP = textwrap.dedent(
 KILL_TRIALS = int(os.environ.get("RETROVEC_KILL_TRIALS", "10"))
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("context", START_METHODS)
-@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=str)
+@pytest.mark.parametrize(
+    "signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=lambda s: s.name
+)
 def test_parent_killed_during_start_up_leaves_no_worker(context, signum, tmp_path):
     environment = dict(os.environ)
     environment["PYTHONPATH"] = os.pathsep.join(
@@ -619,14 +628,20 @@ def test_parent_killed_during_start_up_leaves_no_worker(context, signum, tmp_pat
                 cwd=REPO,
                 env=environment,
                 # SIGINT must reach the script as from a terminal (not inherited ignored)
-                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+                preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # noqa: PLW1509
             )
         try:
-            assert script.stdout.readline().strip() == "ready"
-            time.sleep(rng.uniform(0.0, 1.5))
+            if script.stdout.readline().strip() != "ready":
+                script.wait(timeout=60)
+                pytest.fail((tmp_path / f"stderr-{trial}").read_text())
+            time.sleep(rng.uniform(0.0, 1.0))
             workers = _workers_of(script.pid)
             script.send_signal(signum)
-            script.wait(timeout=60)
+            try:
+                script.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                survivors[trial] = "the parent itself did not exit within 20 s"
+                continue
             left = _wait_gone(workers, 1.0)
             if left:
                 survivors[trial] = left
@@ -644,19 +659,23 @@ def test_parent_killed_during_start_up_leaves_no_worker(context, signum, tmp_pat
 # --------------------------------------------------------------------------- 13
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("context", START_METHODS)
 def test_ctrl_c_during_construction_raises_keyboard_interrupt_and_leaves_nothing(context):
     env_fns = [BigSpaceEnv] * 4
-    started = time.monotonic()
-    AsyncRetroVectorEnv(env_fns, context=context).close()
-    duration = time.monotonic() - started
+    durations = []
+    for _ in range(3):  # the first may start a fork server
+        started = time.monotonic()
+        AsyncRetroVectorEnv(env_fns, context=context).close()
+        durations.append(time.monotonic() - started)
+    duration = min(durations)
     before = _workers_of(os.getpid())
     rng = random.Random(START_METHODS.index(context))
     wrong = []
     interrupted = 0
-    for trial in range(10):
-        with _InterruptInsideRetrovec() as handler:
+    for trial in range(20):
+        with _InterruptInsideRetrovec():
             timer = threading.Timer(
                 rng.uniform(0.0, duration), os.kill, (os.getpid(), signal.SIGINT)
             )
@@ -676,9 +695,9 @@ def test_ctrl_c_during_construction_raises_keyboard_interrupt_and_leaves_nothing
             envs.close()
         left = _wait_gone(_workers_of(os.getpid()) - before, 3.0)
         _kill_all(left)
-        assert not left, f"trial {trial}: workers left after the interrupt: {left}"
-        assert elapsed < duration + 10, f"trial {trial}: took {elapsed:.1f} s"
         assert not wrong, f"not a KeyboardInterrupt: {wrong}"
+        assert not left, f"trial {trial}: workers left after the interrupt: {left}"
+        assert elapsed < duration + 3, f"trial {trial}: took {elapsed:.1f} s"
     assert interrupted, "no trial was interrupted inside the constructor"
 
 
@@ -687,9 +706,7 @@ def test_ctrl_c_during_construction_raises_keyboard_interrupt_and_leaves_nothing
 
 @pytest.mark.timeout(120)
 @pytest.mark.parametrize("context", START_METHODS)
-def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(
-    context, tmp_path
-):
+def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(context, tmp_path):
     size = 30_000_000
     marker = str(tmp_path / "stepped")
     envs = AsyncRetroVectorEnv(probe_fns(2), context=context)
@@ -824,10 +841,8 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
                     result = envs.step_wait()
                 check(result)
     finally:
-        try:
+        with contextlib.suppress(Exception):
             os.kill(envs.processes[1].pid, signal.SIGCONT)
-        except Exception:
-            pass
         _close(envs)
 
 
@@ -877,14 +892,16 @@ def _rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("context", START_METHODS)
 @pytest.mark.parametrize("on_worker_failure", ["raise", "restart"])
 def test_parent_memory_does_not_grow_on_the_crash_path(context, on_worker_failure):
     """Build, kill a worker, step, close, many times: the parent's memory stays flat
-    without any help from the garbage collector. Each vector env holds ~0.8 MB of space
-    bounds and an arena of 0.4 MB, so a vector env that lingers shows."""
-    cycles = 40 if context == "fork" else 15
+    without any help from the garbage collector (no reference cycle keeps a closed vector
+    env alive). Each vector env holds ~0.8 MB of space bounds and an arena of 0.4 MB, so
+    one that lingers shows. 12 cycles under spawn and forkserver, to save time."""
+    cycles = 40 if context == "fork" else 12
     env_fns = [partial(BigSpaceEnv, shape=(256, 256, 3))] * 2
 
     def cycle():
@@ -902,8 +919,9 @@ def test_parent_memory_does_not_grow_on_the_crash_path(context, on_worker_failur
     for _ in range(3):
         cycle()
     gc.collect()
-    baseline = _rss()
+    baseline = peak = _rss()
     for _ in range(cycles):
         cycle()
-    growth = (_rss() - baseline) / 2**20
+        peak = max(peak, _rss())
+    growth = (peak - baseline) / 2**20
     assert growth < 20, f"the parent grew by {growth:.0f} MiB in {cycles} cycles"
