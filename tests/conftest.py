@@ -17,14 +17,15 @@ _RAY_SERVICES = ("site-packages/ray/", "ray::IDLE", "ray::DashboardAgent", "ray:
 
 
 def _is_multiprocessing_helper(process: psutil.Process) -> bool:
-    # The forkserver and resource tracker outlive a test by design: they serve later ones.
+    # The forkserver, resource tracker and retrovec's reaper outlive a test by design: they
+    # serve later ones.
     try:
         command = " ".join(process.cmdline())
     except psutil.Error:
         return True
     if any(marker in command for marker in _RAY_SERVICES):
         return True
-    return "forkserver" in command or "resource_tracker" in command
+    return "forkserver" in command or "resource_tracker" in command or "retrovec-reaper" in command
 
 
 def _worker_children() -> set[int]:

@@ -42,6 +42,7 @@ from multiprocessing.reduction import sendfds
 from gymnasium.vector.utils import clear_mpi_env_vars
 
 from retrovec.core.processes import disown_fd, own_fd, spin_poll, stop_processes
+from retrovec.core.reaper import reaper
 from retrovec.core.signals import InterruptGuard
 
 __all__ = ["COMPLETION", "DEAD", "PIPE_REPLY", "ChannelWaiter", "WorkerChannel"]
@@ -95,6 +96,7 @@ class WorkerChannel:
         self._inbox: deque[bytes] = deque()
         self._eof = False
         self._process_fds: set[int] = set()
+        self.serving = False  # it answered once: past start-up
         self._last_message: bytes | None = None
         self._last_frame = b""
         self.registered = False
@@ -128,10 +130,12 @@ class WorkerChannel:
             child_end.close()
             raise
         child_end.close()
-        channel = cls(index, process, parent_sock, generation)
         # What starting it left open here: the sentinel, and multiprocessing's own pipe
         # ends (its Popen keeps the write end of the child's "parent alive" pipe).
-        channel._process_fds = {process.sentinel} | (_open_fds() - before)
+        process_fds = {process.sentinel} | (_open_fds() - before)
+        reaper.watch(process.pid)  # killed if this process ends before it serves
+        channel = cls(index, process, parent_sock, generation)
+        channel._process_fds = process_fds
         for fd in channel._process_fds:
             own_fd(fd)
         waiter.adopt(channel)
@@ -272,6 +276,7 @@ class WorkerChannel:
         if waiter is not None:
             waiter.forget(self)
         if self._fd >= 0:
+            reaper.forget(self.pid)
             disown_fd(self._fd)
             for fd in self._process_fds:
                 disown_fd(fd)
@@ -415,6 +420,9 @@ class ChannelWaiter:
                     ready.extend(self.read_completions())
                 if channel._inbox:
                     message = channel._inbox.popleft()
+                    if not channel.serving:
+                        channel.serving = True
+                        reaper.serving(channel.pid)
                 elif channel.is_dead():
                     message = DEAD
                 else:

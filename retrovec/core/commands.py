@@ -198,13 +198,13 @@ class CommandsMixin:
         if stuck:
             self._wait_for(stuck, grace)  # leaves those that did not answer
         message = self._encode("close", None)
-        closing = {
-            slot.index for slot in slots
-            if slot.index not in stuck and slot.state is not SlotState.DEAD
-            and self._post(slot.index, message)
-        }
         with self._guard:
+            closing = {
+                slot.index for slot in slots
+                if slot.index not in stuck and slot.state is not SlotState.DEAD
+                and self._post(slot.index, message)
+            }
             for index, reply in self._replies(closing, grace):
                 if reply is not None and not reply[0]:
-                    logger.warn(f"Env {index} raised while closing:\n{reply[1][3]}")
+                    logger.warn("Env %d raised while closing:\n%s", index, reply[1][3])
         return stuck | closing

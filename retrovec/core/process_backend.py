@@ -242,9 +242,12 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
     def _start_workers(self) -> None:
         self._spins = spin_plan(self.spin_seconds, self.num_envs, available_cores())
         self._waiter = ChannelWaiter(self._spins[1], self._guard)
-        with frozen_heap(self._ctx.get_start_method()):
+        # Ctrl-C is held while a worker starts (a worker started but not yet recorded
+        # would be left running) and raised between two starts.
+        with self._guard, frozen_heap(self._ctx.get_start_method()):
             for index in range(self.num_envs):
                 try:
+                    self._guard.checkpoint()
                     generation = next(self._generations)
                     channel = WorkerChannel.start(
                         index, self._process_factory(index, generation), self._waiter, generation
@@ -286,12 +289,13 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             )
         self._layout = layout
         message = self._encode("attach", layout)
-        for index in range(self.num_envs):
-            if self._attach(index, message):
-                self._slots.send(index, "attach", None, CALL)
-            else:
-                self._slots.died(index, "attach", None, CALL)
-        self._state = AsyncState.WAITING_CALL
+        with self._guard:  # a Ctrl-C never splits a message (or a message from its fds)
+            for index in range(self.num_envs):
+                if self._attach(index, message):
+                    self._slots.send(index, "attach", None, CALL)
+                else:
+                    self._slots.died(index, "attach", None, CALL)
+            self._state = AsyncState.WAITING_CALL
         self._finish_call("__init__", self.timeout)
 
     def _attach(self, index: int, message: bytes) -> bool:
@@ -344,7 +348,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
 
     def _replace_worker(self, index: int) -> None:
         """Start the replacement first; retire the dead worker only once it runs."""
-        with frozen_heap(self._ctx.get_start_method()):
+        with self._guard, frozen_heap(self._ctx.get_start_method()):
             generation = next(self._generations)
             channel = WorkerChannel.start(
                 index, self._process_factory(index, generation), self._waiter, generation
@@ -352,7 +356,9 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         self._channels[index], dead = channel, self._channels[index]
         dead.retire(self._waiter, grace=0.0)
         self._check_description(index, self._replacement_payload(index, None, None, "build"))
-        if not self._attach(index, self._encode("attach", self._layout)):
+        with self._guard:
+            attached = self._attach(index, self._encode("attach", self._layout))
+        if not attached:
             raise ReplacementDied(f"env {index}'s replacement died before attaching")
         self._replacement_payload(index, None, None, "attach")
 

@@ -198,11 +198,10 @@ class RestartMixin:
         """One command to one env outside the slot table (``kind=None``: only wait for its
         next reply), used while it is being restarted. Returns the reply, ``None`` if it
         died; a timeout leaves the vector env unusable."""
-        if kind is not None and not self._post(index, self._encode(kind, argument)):
-            return None
-        pending = {index}
-        replies = []
         with self._guard:
+            if kind is not None and not self._post(index, self._encode(kind, argument)):
+                return None
+            pending = {index}
             replies = list(self._replies(pending, self.timeout))
         if pending:
             self._crashed = True
