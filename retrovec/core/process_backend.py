@@ -187,6 +187,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         self.spin_seconds = None if spin_seconds is None else float(spin_seconds)
         self._channels: list[WorkerChannel] = []
         self._waiter: ChannelWaiter | None = None
+        self._arena_fds: list[int] = []
         self._generations = itertools.count()  # each worker's, for its completion records
         env_fns = self._init_base(
             env_fns,
@@ -275,21 +276,23 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
             self.single_action_space,
             observations=self._observations_shared,
         )
-        self._arena = arena = SharedArena.create(layout)
-        self._arena_fds = [own_fd(fd) for fd in arena.descriptors()]
-        self._actions = ActionRouter(
-            self.single_action_space, self.num_envs, arena, self.validate_actions
-        )
-        self._schemas: list[InfoSchema | None] = [None] * self.num_envs
-        if self._observations_shared:
-            self.observations = arena.observations()
-        else:
-            self.observations = create_empty_array(
-                self.single_observation_space, n=self.num_envs, fn=np.zeros
+        # Held from here: a Ctrl-C never leaves the arena unrecorded (close() frees what is
+        # recorded), nor splits a message from its descriptors.
+        with self._guard:
+            self._arena = arena = SharedArena.create(layout)
+            self._arena_fds = [own_fd(fd) for fd in arena.descriptors()]
+            self._actions = ActionRouter(
+                self.single_action_space, self.num_envs, arena, self.validate_actions
             )
-        self._layout = layout
-        message = self._encode("attach", layout)
-        with self._guard:  # a Ctrl-C never splits a message (or a message from its fds)
+            self._schemas: list[InfoSchema | None] = [None] * self.num_envs
+            if self._observations_shared:
+                self.observations = arena.observations()
+            else:
+                self.observations = create_empty_array(
+                    self.single_observation_space, n=self.num_envs, fn=np.zeros
+                )
+            self._layout = layout
+            message = self._encode("attach", layout)
             for index in range(self.num_envs):
                 if self._attach(index, message):
                     self._slots.send(index, "attach", None, CALL)
