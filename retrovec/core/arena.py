@@ -240,9 +240,11 @@ class ArenaLayout:
                 raise ValueError(f"Cannot batch the space {space}") from error
             for path, leaf in _leaves(batched):
                 add(group, path, leaf.dtype, leaf.shape)
-        add("scalar", ("rewards",), np.float64, (num_envs,))
-        add("scalar", ("terminations",), np.bool_, (num_envs,))
-        add("scalar", ("truncations",), np.bool_, (num_envs,))
+        # One cache line per env for each per-step scalar (the value sits at the start of
+        # its env's line): workers never write to a line another worker writes to.
+        add("scalar", ("rewards",), np.float64, (num_envs, _ALIGNMENT // 8))
+        add("scalar", ("terminations",), np.bool_, (num_envs, _ALIGNMENT))
+        add("scalar", ("truncations",), np.bool_, (num_envs, _ALIGNMENT))
         add("scalar", ("info_columns",), np.int64, (num_envs, INFO_SLOTS))
         return cls(
             num_envs=num_envs,
@@ -272,9 +274,9 @@ class SharedArena:
     Attributes:
         layout: The layout this arena follows.
         fd: The file descriptor (the parent keeps it to start replacement workers).
-        rewards: ``(num_envs,)`` float64 view.
-        terminations: ``(num_envs,)`` bool view.
-        truncations: ``(num_envs,)`` bool view.
+        rewards: ``(num_envs,)`` float64 view, one cache line per env.
+        terminations: ``(num_envs,)`` bool view, one cache line per env.
+        truncations: ``(num_envs,)`` bool view, one cache line per env.
         info_columns: ``(num_envs, INFO_SLOTS)`` int64 view, one row of scalar info
             values per env, each row on its own cache lines (see
             :mod:`retrovec.core.info_columns`).
@@ -289,9 +291,10 @@ class SharedArena:
             count = int(np.prod(field.shape, dtype=np.int64))
             array = np.frombuffer(self._mmap, field.dtype, count, field.offset)
             self._arrays[(field.group, field.path)] = array.reshape(field.shape)
-        self.rewards = self._arrays[("scalar", ("rewards",))]
-        self.terminations = self._arrays[("scalar", ("terminations",))]
-        self.truncations = self._arrays[("scalar", ("truncations",))]
+        # (num_envs,) views with a cache line's stride (see ArenaLayout.plan).
+        self.rewards = self._arrays[("scalar", ("rewards",))][:, 0]
+        self.terminations = self._arrays[("scalar", ("terminations",))][:, 0]
+        self.truncations = self._arrays[("scalar", ("truncations",))][:, 0]
         self.info_columns = self._arrays[("scalar", ("info_columns",))]
 
     @classmethod

@@ -11,6 +11,7 @@ import time
 from functools import partial
 
 import numpy as np
+import psutil
 import pytest
 from gymnasium.error import AlreadyPendingCallError
 
@@ -178,10 +179,12 @@ def test_close_with_a_pending_call_and_a_hung_worker_does_not_hang():
     envs = AsyncRetroVectorEnv([make_toy, partial(SlowEnv, 30.0)])
     envs.reset(seed=0)
     envs.step_async(envs.action_space.sample())
+    pids = [process.pid for process in envs.processes]
     started = time.monotonic()
     envs.close(timeout=0.2)
     assert time.monotonic() - started < 5
-    assert all(not process.is_alive() for process in envs.processes if process._closed is False) if False else True
+    assert not [pid for pid in pids if psutil.pid_exists(pid)
+                and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE]
 
 
 def test_no_env_is_built_in_the_parent():
@@ -204,6 +207,20 @@ def test_workers_build_their_envs_in_parallel():
 
     envs = AsyncRetroVectorEnv([build] * 3, context="fork")
     envs.close()
+
+
+def test_differing_observation_spaces_say_what_gymnasium_says():
+    class Wider(ToyEnv):
+        def __init__(self):
+            super().__init__()
+            from gymnasium import spaces
+
+            self.observation_space = spaces.Dict(
+                {**self.observation_space.spaces, "extra": spaces.Discrete(2)}
+            )
+
+    with pytest.raises(SpacesMismatchError, match="observation spaces are not equivalent"):
+        AsyncRetroVectorEnv([ToyEnv, Wider], context="fork")
 
 
 def test_spaces_mismatch_of_actions_is_a_clear_error():
