@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode, SyncVectorEnv
 
 from retrovec import cli
 from retrovec.errors import UnknownGameError, WorkerCrashedError
+from tests.conftest import _is_multiprocessing_helper
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -287,10 +288,15 @@ def test_ctrl_c_exits_130_and_stops_workers() -> None:
     )
     try:
         parent = psutil.Process(proc.pid)
+
+        def workers_of_run() -> list:
+            return [child for child in parent.children()
+                    if not _is_multiprocessing_helper(child)]  # not retrovec's reaper
+
         deadline = time.monotonic() + 60
-        while len(parent.children()) < 2 and time.monotonic() < deadline:
+        while len(workers_of_run()) < 2 and time.monotonic() < deadline:
             time.sleep(0.1)
-        workers = parent.children()
+        workers = workers_of_run()
         assert len(workers) == 2
         time.sleep(1.0)  # let it get into the step loop
         proc.send_signal(signal.SIGINT)
