@@ -241,14 +241,6 @@ class WorkerChannel:
             self._inbox.append(bytes(buffer[start:end]))
             del buffer[:end]
 
-    def pop(self) -> bytes | None:
-        """The next whole message read so far, or ``None``."""
-        return self._inbox.popleft() if self._inbox else None
-
-    def has_message(self) -> bool:
-        """Whether a whole message is waiting in the buffer."""
-        return bool(self._inbox)
-
     def is_dead(self) -> bool:
         """The worker ended (or closed its end) and no whole message is left."""
         if self._inbox:

@@ -23,10 +23,9 @@ Example:
     >>> table = SlotTable(2)
     >>> table.send(0, "step", None, CALL)
     >>> table.settle(0, (True, "payload"))
-    >>> table[0].state, table.busy(CALL)
-    (<SlotState.DONE: 'done'>, [])
-    >>> table.collect(0).result
-    'payload'
+    >>> table[0].state, table[0].result, table.busy(CALL)
+    (<SlotState.DONE: 'done'>, 'payload', [])
+    >>> table.release([0])
     >>> table[0].state
     <SlotState.IDLE: 'idle'>
 """
@@ -144,14 +143,6 @@ class SlotTable:
     def _finish(self, slot: Slot) -> None:
         self._clock += 1
         slot.finished_at = self._clock
-
-    def collect(self, index: int) -> Slot:
-        """A finished slot -> IDLE; returns a copy of it as it was."""
-        slot = self._slots[index]
-        taken = Slot(index, slot.state, slot.kind, slot.argument, slot.owner, slot.result,
-                     slot.finished_at)
-        self.release([index])
-        return taken
 
     def release(self, indices: list[int]) -> None:
         """Finished slots -> IDLE (their results taken)."""
