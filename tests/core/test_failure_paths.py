@@ -27,7 +27,6 @@ import numpy as np
 import psutil
 import pytest
 
-import retrovec
 from retrovec import AsyncRetroVectorEnv, WorkerCrashedError, WorkerTimeoutError
 from retrovec.errors import RetrovecError
 from tests.conftest import _is_multiprocessing_helper
@@ -39,10 +38,10 @@ from tests.envs import (
     make_probe_counting_builds,
     probe_fns,
 )
+from tests.failures import InterruptInsideRetrovec, actions, close, names_env
 
 START_METHODS = ["fork", "forkserver", "spawn"]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-RETROVEC_DIR = os.path.dirname(os.path.abspath(retrovec.__file__))
 
 # Restarts warn ("... restarting it"); that is expected here.
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -105,11 +104,6 @@ def reaper():
         pytest.fail(f"worker processes left behind (killed now): {sorted(left)}")
 
 
-def _close(envs) -> None:
-    """Best-effort cleanup in ``finally`` blocks (the test has failed if it matters)."""
-    if envs is not None and not getattr(envs, "closed", True):
-        with contextlib.suppress(Exception):
-            envs.close(timeout=1.0)
 
 
 def _kill_worker(envs, index: int) -> None:
@@ -120,8 +114,6 @@ def _kill_worker(envs, index: int) -> None:
     assert not process.is_alive()
 
 
-def _actions(n: int) -> np.ndarray:
-    return np.zeros(n, dtype=np.int64)
 
 
 def _expected(seeds, level: int, t) -> np.ndarray:
@@ -130,9 +122,6 @@ def _expected(seeds, level: int, t) -> np.ndarray:
     return np.array([[seed, level, step] for seed, step in zip(seeds, t)], dtype=np.float64)
 
 
-def _names_env(error: BaseException, index: int) -> bool:
-    text = " ".join([str(error), *getattr(error, "__notes__", [])])
-    return getattr(error, "env_index", None) == index or f"env {index}" in text
 
 
 def _wait_for_file(path, seconds: float = 10.0) -> None:
@@ -142,28 +131,6 @@ def _wait_for_file(path, seconds: float = 10.0) -> None:
         time.sleep(0.001)
 
 
-class _InterruptInsideRetrovec:
-    """A SIGINT handler that raises KeyboardInterrupt only while the main thread runs
-    retrovec's code (as Ctrl-C would), and ignores the signal anywhere else, so that a
-    late signal can never escape into pytest. ``fired`` says whether it raised."""
-
-    def __init__(self):
-        self.fired = False
-        self._previous = None
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc_info):
-        signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum, frame):
-        while frame is not None:
-            if frame.f_code.co_filename.startswith(RETROVEC_DIR):
-                self.fired = True
-                raise KeyboardInterrupt
-            frame = frame.f_back
 
 
 class _Watchdog:
@@ -194,13 +161,13 @@ def test_after_a_restart_under_fork_waiting_does_not_spin_and_timeouts_hold(vict
     try:
         envs.reset(seed=0)
         _kill_worker(envs, victim)
-        _, _, _, truncations, _ = envs.step(_actions(3))
+        _, _, _, truncations, _ = envs.step(actions(3))
         assert truncations.tolist() == [i == victim for i in range(3)]
         envs.reset(seed=10)
 
         # The restarted env answers at once, the others take 0.5 s.
         envs.set_attr("delay", [0.0 if i == victim else 0.5 for i in range(3)])
-        envs.step_async(_actions(3))
+        envs.step_async(actions(3))
         cpu, wall = time.process_time(), time.monotonic()
         envs.step_wait()
         cpu, wall = time.process_time() - cpu, time.monotonic() - wall
@@ -209,7 +176,7 @@ def test_after_a_restart_under_fork_waiting_does_not_spin_and_timeouts_hold(vict
 
         # Every env takes 0.5 s: a 0.1 s timeout is a 0.1 s timeout.
         envs.set_attr("delay", 0.5)
-        envs.step_async(_actions(3))
+        envs.step_async(actions(3))
         started = time.monotonic()
         with pytest.raises(WorkerTimeoutError):
             envs.step_wait(timeout=0.1)
@@ -220,7 +187,7 @@ def test_after_a_restart_under_fork_waiting_does_not_spin_and_timeouts_hold(vict
         assert not terminations.any() and not truncations.any()
         assert infos["t"].tolist() == [2, 2, 2]
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 2
@@ -243,14 +210,14 @@ def test_worker_dying_in_reset_is_replaced_and_reset_with_the_same_seed_and_opti
         assert infos["worker_restarted"][1]
 
         # The next step is an ordinary step for every env (not a reset step).
-        observations, rewards, terminations, truncations, infos = envs.step(_actions(3))
+        observations, rewards, terminations, truncations, infos = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([10, 11, 12], 3, 1))
         assert rewards.tolist() == [1.0, 1.0, 1.0]
         assert not terminations.any() and not truncations.any()
         assert infos["t"].tolist() == [1, 1, 1]
         assert not infos.get("_worker_restarted", np.zeros(3, bool)).any()
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 3
@@ -262,17 +229,17 @@ def test_masked_reset_with_a_dead_worker_outside_the_mask_keeps_its_episode_end(
     envs = AsyncRetroVectorEnv(probe_fns(3), context=context, on_worker_failure="restart")
     try:
         envs.reset(seed=0)
-        envs.step(_actions(3))
+        envs.step(actions(3))
         _kill_worker(envs, 2)
         envs.reset(options={"reset_mask": np.array([True, True, False])})
-        _, _, terminations, truncations, infos = envs.step(_actions(3))
+        _, _, terminations, truncations, infos = envs.step(actions(3))
         assert truncations.tolist() == [False, False, True]
         assert not terminations.any()
         assert infos["_worker_restarted"].tolist() == [False, False, True]
         assert infos["worker_restarted"][2]
         assert envs.restart_counts.tolist() == [0, 0, 1]
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.timeout(60)
@@ -286,7 +253,7 @@ def test_masked_reset_with_a_dead_worker_outside_the_mask_raises_in_raise_mode(c
             envs.reset(options={"reset_mask": np.array([True, True, False])})
         assert caught.value.env_index == 2
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 4
@@ -311,15 +278,15 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(context, then
             except Exception as error:  # noqa: BLE001 - checked below
                 caught = error
                 break
-            envs.send(_actions(len(infos["env_id"])), infos["env_id"])
+            envs.send(actions(len(infos["env_id"])), infos["env_id"])
         assert caught is not None, "env 1's step never raised through recv()"
         assert isinstance(caught, ToyError), repr(caught)
-        assert _names_env(caught, 1)
+        assert names_env(caught, 1)
 
         if then == "reset":
             observations, infos = envs.reset(seed=5)
             np.testing.assert_array_equal(observations, _expected([5, 6, 7], 0, 0))
-            observations, rewards, _, truncations, _ = envs.step(_actions(3))
+            observations, rewards, _, truncations, _ = envs.step(actions(3))
             np.testing.assert_array_equal(observations, _expected([5, 6, 7], 0, 1))
             assert rewards.tolist() == [1.0] * 3 and not truncations.any()
         else:
@@ -341,10 +308,10 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(context, then
                     steps[env] += 1
                     np.testing.assert_array_equal(observations[row], [5 + env, 0, steps[env]])
                     assert rewards[row] == 1.0
-            envs.send(_actions(len(infos["env_id"])), infos["env_id"])
+            envs.send(actions(len(infos["env_id"])), infos["env_id"])
         assert seen_reset == {0, 1, 2} and sum(steps.values()) > 0
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 5
@@ -355,7 +322,7 @@ def _assert_usable(envs, n: int, seed: int) -> None:
     assert envs.call("echo", 7) == (7,) * n
     observations, _ = envs.reset(seed=seed)
     np.testing.assert_array_equal(observations, _expected(range(seed, seed + n), 0, 0))
-    observations, rewards, _, _, _ = envs.step(_actions(n))
+    observations, rewards, _, _, _ = envs.step(actions(n))
     np.testing.assert_array_equal(observations, _expected(range(seed, seed + n), 0, 1))
     assert rewards.tolist() == [1.0] * n
 
@@ -370,7 +337,7 @@ def test_call_with_an_unpicklable_argument_raises_and_leaves_the_env_usable(cont
             envs.call("echo", threading.Lock())
         _assert_usable(envs, 2, seed=3)
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.timeout(60)
@@ -384,7 +351,7 @@ def test_set_attr_with_an_unpicklable_value_raises_and_leaves_the_env_usable(con
         _assert_usable(envs, 2, seed=3)
         envs.set_attr("delay", [0.0, 0.0])
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 6
@@ -398,16 +365,16 @@ def test_a_reply_the_parent_cannot_unpickle_names_the_env_and_leaves_it_usable(c
         envs.reset(seed=0)
         with pytest.raises(Exception) as caught:
             envs.call("reply_for", 1)
-        assert _names_env(caught.value, 1), f"the error does not name env 1: {caught.value!r}"
+        assert names_env(caught.value, 1), f"the error does not name env 1: {caught.value!r}"
         assert envs.call("reply_for", 99) == (0, 1, 2)
-        observations, rewards, _, _, _ = envs.step(_actions(3))
+        observations, rewards, _, _, _ = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([0, 1, 2], 0, 1))
         assert rewards.tolist() == [1.0] * 3
         started = time.monotonic()
         envs.close()
         assert time.monotonic() - started < 5
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 7
@@ -429,7 +396,7 @@ def test_a_replacement_worker_that_cannot_start_raises_and_close_still_works(con
         monkeypatch.setattr(multiprocessing.process.BaseProcess, "start", no_memory)
         monkeypatch.setattr(os, "fork", no_memory)
         with pytest.raises((RetrovecError, OSError)) as caught:
-            envs.step(_actions(2))
+            envs.step(actions(2))
         assert not isinstance(caught.value, ValueError)
         envs.close()  # no ValueError ("process object is closed")
         monkeypatch.undo()
@@ -438,7 +405,7 @@ def test_a_replacement_worker_that_cannot_start_raises_and_close_still_works(con
         assert _wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
     finally:
         monkeypatch.undo()
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 8
@@ -486,7 +453,7 @@ def test_idle_kill_then_reset_reports_the_restart(context):
         assert infos["worker_restarted"][1]
         assert envs.restart_counts.tolist() == [0, 1]
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.timeout(60)
@@ -501,11 +468,11 @@ def test_idle_kill_then_call_raises_restarted_and_the_env_stays_usable(context):
         assert caught.value.restarted and caught.value.env_index == 1
         assert envs.restart_counts.tolist() == [0, 1]
         assert envs.get_attr("tag") == (0, 1)
-        _, _, _, truncations, infos = envs.step(_actions(2))
+        _, _, _, truncations, infos = envs.step(actions(2))
         assert truncations.tolist() == [False, True]
         assert infos["_worker_restarted"].tolist() == [False, True]
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.timeout(60)
@@ -519,7 +486,7 @@ def test_idle_kill_then_call_raises_in_raise_mode(context):
             envs.call("echo", 1)
         assert caught.value.env_index == 1 and not caught.value.restarted
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 10
@@ -535,7 +502,7 @@ def test_async_reset_refuses_a_reset_mask(context):
         observations, _ = envs.reset(seed=0)  # nothing was left running
         np.testing.assert_array_equal(observations, _expected([0, 1], 0, 0))
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 11
@@ -581,8 +548,8 @@ def test_fork_workers_do_not_inherit_another_vector_envs_fds():
         first.close()
         check("after the first vector env closed")
     finally:
-        _close(first)
-        _close(second)
+        close(first)
+        close(second)
 
 
 # --------------------------------------------------------------------------- 12
@@ -677,7 +644,7 @@ def test_ctrl_c_during_construction_raises_keyboard_interrupt_and_leaves_nothing
         watchdog = threading.Timer(
             duration + 15, lambda: _kill_all(_workers_of(os.getpid()) - before)
         )
-        with _InterruptInsideRetrovec():
+        with InterruptInsideRetrovec():
             timer = threading.Timer(
                 rng.uniform(0.0, duration), os.kill, (os.getpid(), signal.SIGINT)
             )
@@ -723,7 +690,7 @@ def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(co
         envs.set_attr("step_marker", [None, marker])
         pid = envs.processes[1].pid
         with _Watchdog(envs, 30):
-            envs.step_async(_actions(2))
+            envs.step_async(actions(2))
             _wait_for_file(marker)
             time.sleep(0.2)  # the worker is sending: the socket buffer is full, it blocks
             os.kill(pid, signal.SIGSTOP)
@@ -749,7 +716,7 @@ def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(co
             assert infos["blob"][1] == bytes([1]) * size
 
             envs.set_attr("info_bytes", 0)
-            observations, *_ = envs.step(_actions(2))
+            observations, *_ = envs.step(actions(2))
             np.testing.assert_array_equal(observations, _expected([0, 1], 0, 2))
     finally:
         if pid is not None:
@@ -757,7 +724,7 @@ def test_worker_stalled_halfway_through_a_large_reply_times_out_and_completes(co
                 os.kill(pid, signal.SIGCONT)
             except ProcessLookupError:
                 pass
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 15
@@ -791,7 +758,7 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
             reading = []
             for _ in range(2):
                 marker.unlink(missing_ok=True)
-                envs.step_async(_actions(2))
+                envs.step_async(actions(2))
                 _wait_for_file(marker)
                 started = time.monotonic()
                 result = envs.step_wait()
@@ -804,12 +771,12 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
             # parent reads it, and Ctrl-C comes then.
             for _ in range(3):
                 marker.unlink(missing_ok=True)
-                envs.step_async(_actions(2))
+                envs.step_async(actions(2))
                 _wait_for_file(marker)
                 time.sleep(0.2)  # the worker blocks in its send: the socket buffer is full
                 os.kill(pid, signal.SIGSTOP)
                 timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
-                with _InterruptInsideRetrovec() as handler:
+                with InterruptInsideRetrovec() as handler:
                     timer.start()
                     try:
                         envs.step_wait()
@@ -833,10 +800,10 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
 
                 thread = threading.Thread(target=interrupt)
                 result = None
-                with _InterruptInsideRetrovec() as handler:
+                with InterruptInsideRetrovec() as handler:
                     thread.start()
                     try:
-                        result = envs.step(_actions(2))
+                        result = envs.step(actions(2))
                     except KeyboardInterrupt:
                         pass
                     finally:
@@ -849,7 +816,7 @@ def test_keyboard_interrupt_while_reading_a_large_reply_loses_nothing(context, t
     finally:
         with contextlib.suppress(Exception):
             os.kill(envs.processes[1].pid, signal.SIGCONT)
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 16
@@ -870,13 +837,13 @@ def test_a_replacement_that_dies_while_building_is_retried(context, tmp_path):
     try:
         envs.reset(seed=0)
         _kill_worker(envs, 1)
-        _, _, _, truncations, _ = envs.step(_actions(2))
+        _, _, _, truncations, _ = envs.step(actions(2))
         assert truncations.tolist() == [False, True]
         assert envs.restart_counts.tolist() == [0, 1]
-        envs.step(_actions(2))  # env 1's reset step
+        envs.step(actions(2))  # env 1's reset step
 
         _kill_worker(envs, 1)
-        observations, rewards, _, truncations, infos = envs.step(_actions(2))
+        observations, rewards, _, truncations, infos = envs.step(actions(2))
         assert truncations.tolist() == [False, True]
         assert infos["_worker_restarted"].tolist() == [False, True]
         with open(counter) as file:
@@ -885,10 +852,10 @@ def test_a_replacement_that_dies_while_building_is_retried(context, tmp_path):
         assert envs.get_attr("tag") == (0, 1)
         observations, _ = envs.reset(seed=4)
         np.testing.assert_array_equal(observations, _expected([4, 5], 0, 0))
-        observations, rewards, *_ = envs.step(_actions(2))
+        observations, rewards, *_ = envs.step(actions(2))
         assert rewards.tolist() == [1.0, 1.0]
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- 17
@@ -916,7 +883,7 @@ def test_parent_memory_does_not_grow_on_the_crash_path(context, on_worker_failur
             envs.reset(seed=0)
             _kill_worker(envs, 1)
             try:
-                envs.step(_actions(2))
+                envs.step(actions(2))
             except WorkerCrashedError:
                 assert on_worker_failure == "raise"
         finally:

@@ -127,7 +127,7 @@ def test_worker_dying_in_step_raises_worker_crashed_error(how):
             assert error.exitcode == 3 and error.signal_name is None
         else:
             assert error.signal_name == how and error.exitcode == -getattr(signal, how)
-        assert f"env 1" in str(error) and "step_wait" in str(error)
+        assert "env 1" in str(error) and "step_wait" in str(error)
         with pytest.raises(BrokenVectorEnvError, match="died"):
             envs.reset()
     finally:

@@ -13,7 +13,6 @@ actor process is left.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import pickle
 import signal
@@ -26,7 +25,6 @@ import psutil
 import pytest
 from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError
 
-import retrovec
 from retrovec import BrokenVectorEnvError, RemoteTraceback, WorkerCrashedError, WorkerTimeoutError
 from retrovec.core.ray_backend import RayRetroVectorEnv  # does not import Ray
 from tests.envs import (
@@ -40,8 +38,8 @@ from tests.envs import (
     marked_probe_fns,
     probe_fns,
 )
+from tests.failures import InterruptInsideRetrovec, actions, close, names_env
 
-RETROVEC_DIR = os.path.dirname(os.path.abspath(retrovec.__file__))
 
 # Restarts warn ("... restarting it"); that is expected here.
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.timeout(60)]
@@ -56,8 +54,6 @@ def ray(ray_local):
 # --------------------------------------------------------------------------- helpers
 
 
-def _actions(n: int) -> np.ndarray:
-    return np.zeros(n, dtype=np.int64)
 
 
 def _expected(seeds, level, t) -> np.ndarray:
@@ -68,9 +64,6 @@ def _expected(seeds, level, t) -> np.ndarray:
     return np.stack([np.asarray(seeds, dtype=np.float64), level, t], axis=1)
 
 
-def _names_env(error: BaseException, index: int) -> bool:
-    text = " ".join([str(error), *getattr(error, "__notes__", [])])
-    return getattr(error, "env_index", None) == index or f"env {index}" in text
 
 
 def _alive(pid: int) -> bool:
@@ -119,11 +112,6 @@ def _wait_for_file(path, seconds: float = 20.0) -> None:
         time.sleep(0.005)
 
 
-def _close(envs) -> None:
-    """Best-effort cleanup in ``finally`` blocks (the test has failed if it matters)."""
-    if envs is not None and not getattr(envs, "closed", True):
-        with contextlib.suppress(Exception):
-            envs.close(timeout=1.0)
 
 
 def _assert_usable(envs, n: int, seed: int) -> None:
@@ -133,34 +121,12 @@ def _assert_usable(envs, n: int, seed: int) -> None:
     observations, infos = envs.reset(seed=seed)
     np.testing.assert_array_equal(observations, _expected(range(seed, seed + n), 0, 0))
     assert "worker_restarted" not in infos
-    observations, rewards, terminations, truncations, _ = envs.step(_actions(n))
+    observations, rewards, terminations, truncations, _ = envs.step(actions(n))
     np.testing.assert_array_equal(observations, _expected(range(seed, seed + n), 0, 1))
     assert rewards.tolist() == [1.0] * n
     assert not terminations.any() and not truncations.any()
 
 
-class _InterruptInsideRetrovec:
-    """A SIGINT handler that raises KeyboardInterrupt only while the main thread runs
-    retrovec's code (as Ctrl-C would), and ignores the signal anywhere else, so that a
-    late signal can never escape into pytest. ``fired`` says whether it raised."""
-
-    def __init__(self):
-        self.fired = False
-        self._previous = None
-
-    def __enter__(self):
-        self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc_info):
-        signal.signal(signal.SIGINT, self._previous)
-
-    def _handle(self, signum, frame):
-        while frame is not None:
-            if frame.f_code.co_filename.startswith(RETROVEC_DIR):
-                self.fired = True
-                raise KeyboardInterrupt
-            frame = frame.f_back
 
 
 # --------------------------------------------------------------------------- arguments
@@ -174,11 +140,11 @@ def test_call_with_an_unpicklable_argument_raises_and_sends_nothing():
             envs.call("echo", threading.Lock())
         # Nothing is pending and nothing reached an env.
         assert envs.call("echo", 3) == (3, 3)
-        observations, *_ = envs.step(_actions(2))
+        observations, *_ = envs.step(actions(2))
         np.testing.assert_array_equal(observations, _expected([0, 1], 0, 1))
         _assert_usable(envs, 2, seed=3)
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_set_attr_with_an_unpicklable_value_raises_and_sets_nothing():
@@ -192,22 +158,22 @@ def test_set_attr_with_an_unpicklable_value_raises_and_sets_nothing():
         envs.set_attr("level", [7, 8])
         assert envs.get_attr("level") == (7, 8)
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_reset_with_unpicklable_options_raises_and_resets_nothing():
     envs = RayRetroVectorEnv(probe_fns(2))
     try:
         envs.reset(seed=0)
-        envs.step(_actions(2))
+        envs.step(actions(2))
         with pytest.raises((TypeError, pickle.PickleError)):
             envs.reset(seed=5, options={"level": 2, "lock": threading.Lock()})
         assert envs.get_attr("seed_seen") == (0, 1) and envs.get_attr("t") == (1, 1)
-        observations, *_ = envs.step(_actions(2))
+        observations, *_ = envs.step(actions(2))
         np.testing.assert_array_equal(observations, _expected([0, 1], 0, 2))
         _assert_usable(envs, 2, seed=3)
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- replies
@@ -219,18 +185,18 @@ def test_a_reply_the_actor_cannot_pickle_raises_naming_the_env_and_leaves_it_usa
         envs.reset(seed=0)
         with pytest.raises((TypeError, pickle.PickleError)) as caught:
             envs.call("unpicklable_for", 1)
-        assert _names_env(caught.value, 1), f"the error does not name env 1: {caught.value!r}"
+        assert names_env(caught.value, 1), f"the error does not name env 1: {caught.value!r}"
         assert isinstance(caught.value.__cause__, RemoteTraceback)
         assert "lock" in str(caught.value).lower()
         assert envs.call("unpicklable_for", 99) == (0, 1, 2)
-        observations, rewards, _, _, _ = envs.step(_actions(3))
+        observations, rewards, _, _, _ = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([0, 1, 2], 0, 1))
         assert rewards.tolist() == [1.0] * 3
         started = time.monotonic()
         envs.close()
         assert time.monotonic() - started < 5
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_a_reply_the_driver_cannot_unpickle_raises_naming_the_env_and_leaves_it_usable():
@@ -239,17 +205,17 @@ def test_a_reply_the_driver_cannot_unpickle_raises_naming_the_env_and_leaves_it_
         envs.reset(seed=0)
         with pytest.raises(Exception) as caught:
             envs.call("reply_for", 1)
-        assert _names_env(caught.value, 1), f"the error does not name env 1: {caught.value!r}"
+        assert names_env(caught.value, 1), f"the error does not name env 1: {caught.value!r}"
         assert "cannot be unpickled here" in str(caught.value)
         assert envs.call("reply_for", 99) == (0, 1, 2)
-        observations, rewards, _, _, _ = envs.step(_actions(3))
+        observations, rewards, _, _, _ = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([0, 1, 2], 0, 1))
         assert rewards.tolist() == [1.0] * 3
         started = time.monotonic()
         envs.close()
         assert time.monotonic() - started < 5
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- restart mode
@@ -273,14 +239,14 @@ def test_actor_dying_in_reset_is_replaced_and_reset_with_the_same_seed_and_optio
         assert infos["worker_restarted"][1]
 
         # The next step is an ordinary step for every env (not a reset step).
-        observations, rewards, terminations, truncations, infos = envs.step(_actions(3))
+        observations, rewards, terminations, truncations, infos = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([10, 11, 12], 3, 1))
         assert rewards.tolist() == [1.0] * 3
         assert not terminations.any() and not truncations.any()
         assert infos["t"].tolist() == [1, 1, 1]
         assert "worker_restarted" not in infos
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
@@ -302,13 +268,13 @@ def test_actor_killed_during_reset_is_replaced_and_reset_with_the_same_seed(ray,
         assert envs.restart_counts.tolist() == [0, 1, 0]
         assert envs.get_attr("reset_delay") == (0.0, 0.0, 0.0)  # a new env from env_fn
 
-        observations, rewards, terminations, truncations, infos = envs.step(_actions(3))
+        observations, rewards, terminations, truncations, infos = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([10, 11, 12], 3, 1))
         assert rewards.tolist() == [1.0] * 3
         assert not terminations.any() and not truncations.any()
         assert "worker_restarted" not in infos
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.parametrize("how", ["ray.kill", "SIGKILL"])
@@ -317,10 +283,10 @@ def test_actor_killed_during_step_gives_a_truncated_transition(ray, tmp_path, ho
     envs = RayRetroVectorEnv(marked_probe_fns(3), on_worker_failure="restart")
     try:
         envs.reset(seed=10)
-        envs.step(_actions(3))
+        envs.step(actions(3))
         envs.set_attr("delay", [0.0, 0.0, 30.0])
         envs.set_attr("entered_marker", [None, None, marker])
-        envs.step_async(_actions(3))
+        envs.step_async(actions(3))
         _wait_for_file(marker)
         _kill_actor(ray, envs, 2, how)
         observations, rewards, terminations, truncations, infos = envs.step_wait(timeout=20)
@@ -333,15 +299,15 @@ def test_actor_killed_during_step_gives_a_truncated_transition(ray, tmp_path, ho
         assert envs.restart_counts.tolist() == [0, 0, 1]
 
         # NEXT_STEP: env 2's next step is its reset step; then it steps on.
-        observations, rewards, _, truncations, infos = envs.step(_actions(3))
+        observations, rewards, _, truncations, infos = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([10, 11, -1], 0, [3, 3, 0]))
         assert rewards.tolist() == [1.0, 1.0, 0.0] and not truncations.any()
         assert "worker_restarted" not in infos
-        observations, rewards, *_ = envs.step(_actions(3))
+        observations, rewards, *_ = envs.step(actions(3))
         np.testing.assert_array_equal(observations, _expected([10, 11, -1], 0, [4, 4, 1]))
         assert rewards.tolist() == [1.0] * 3
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_idle_kill_then_reset_replays_the_reset(ray):
@@ -354,11 +320,11 @@ def test_idle_kill_then_reset_replays_the_reset(ray):
         assert infos["_worker_restarted"].tolist() == [False, True]
         assert infos["worker_restarted"][1]
         assert envs.restart_counts.tolist() == [0, 1]
-        observations, rewards, _, truncations, _ = envs.step(_actions(2))
+        observations, rewards, _, truncations, _ = envs.step(actions(2))
         np.testing.assert_array_equal(observations, _expected([5, 6], 2, 1))
         assert rewards.tolist() == [1.0, 1.0] and not truncations.any()
     finally:
-        _close(envs)
+        close(envs)
 
 
 @pytest.mark.parametrize("command", ["call", "get_attr", "set_attr"])
@@ -366,7 +332,7 @@ def test_idle_kill_then_call_raises_restarted_and_the_env_stays_usable(ray, comm
     envs = RayRetroVectorEnv(probe_fns(2), on_worker_failure="restart")
     try:
         envs.reset(seed=0)
-        envs.step(_actions(2))
+        envs.step(actions(2))
         _kill_actor(ray, envs, 1, "ray.kill")
         with pytest.raises(WorkerCrashedError) as caught:
             if command == "call":
@@ -384,24 +350,24 @@ def test_idle_kill_then_call_raises_restarted_and_the_env_stays_usable(ray, comm
         assert envs.call("echo", 2) == (2, 2)
 
         # Env 1's next step reports its old episode as truncated; then its reset step.
-        observations, rewards, terminations, truncations, infos = envs.step(_actions(2))
+        observations, rewards, terminations, truncations, infos = envs.step(actions(2))
         assert truncations.tolist() == [False, True] and not terminations.any()
         assert rewards.tolist() == [1.0, 0.0]
         assert infos["_worker_restarted"].tolist() == [False, True]
         assert observations[1].tolist() == [-1, 0, 0]  # the replacement's reset observation
-        observations, rewards, _, truncations, _ = envs.step(_actions(2))
+        observations, rewards, _, truncations, _ = envs.step(actions(2))
         assert not truncations.any() and rewards.tolist() == [1.0, 0.0]
-        observations, rewards, *_ = envs.step(_actions(2))
+        observations, rewards, *_ = envs.step(actions(2))
         assert observations[1].tolist() == [-1, 0, 1] and rewards.tolist() == [1.0, 1.0]
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_idle_kill_then_masked_reset_leaving_the_env_out_keeps_its_episode_end(ray):
     envs = RayRetroVectorEnv(probe_fns(3), on_worker_failure="restart")
     try:
         envs.reset(seed=0)
-        envs.step(_actions(3))
+        envs.step(actions(3))
         _kill_actor(ray, envs, 2, "SIGKILL")
         observations, infos = envs.reset(
             seed=[5, 6, None], options={"reset_mask": np.array([True, True, False])}
@@ -409,14 +375,14 @@ def test_idle_kill_then_masked_reset_leaving_the_env_out_keeps_its_episode_end(r
         # Env 2's row is its replacement's first observation.
         np.testing.assert_array_equal(observations, _expected([5, 6, -1], 0, 0))
         assert envs.restart_counts.tolist() == [0, 0, 1]
-        observations, rewards, terminations, truncations, infos = envs.step(_actions(3))
+        observations, rewards, terminations, truncations, infos = envs.step(actions(3))
         assert truncations.tolist() == [False, False, True] and not terminations.any()
         assert rewards.tolist() == [1.0, 1.0, 0.0]
         assert infos["_worker_restarted"].tolist() == [False, False, True]
         assert infos["worker_restarted"][2]
         np.testing.assert_array_equal(observations, _expected([5, 6, -1], 0, [1, 1, 0]))
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_idle_kill_then_step_gives_a_truncated_transition(ray):
@@ -424,13 +390,13 @@ def test_idle_kill_then_step_gives_a_truncated_transition(ray):
     try:
         envs.reset(seed=0)
         _kill_actor(ray, envs, 0, "SIGKILL")
-        observations, rewards, terminations, truncations, infos = envs.step(_actions(2))
+        observations, rewards, terminations, truncations, infos = envs.step(actions(2))
         np.testing.assert_array_equal(observations, _expected([-1, 1], 0, [0, 1]))
         assert truncations.tolist() == [True, False] and not terminations.any()
         assert rewards.tolist() == [0.0, 1.0]
         assert infos["_worker_restarted"].tolist() == [True, False]
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_a_replacement_that_dies_while_building_is_retried(ray, tmp_path):
@@ -444,7 +410,7 @@ def test_a_replacement_that_dies_while_building_is_retried(ray, tmp_path):
     try:
         envs.reset(seed=0)
         _kill_actor(ray, envs, 1, "SIGKILL")
-        observations, rewards, _, truncations, infos = envs.step(_actions(2))
+        observations, rewards, _, truncations, infos = envs.step(actions(2))
         assert truncations.tolist() == [False, True]
         assert infos["_worker_restarted"].tolist() == [False, True]
         with open(counter) as file:
@@ -453,10 +419,10 @@ def test_a_replacement_that_dies_while_building_is_retried(ray, tmp_path):
         assert envs.get_attr("tag") == (0, 1)
         observations, _ = envs.reset(seed=4)
         np.testing.assert_array_equal(observations, _expected([4, 5], 0, 0))
-        observations, rewards, *_ = envs.step(_actions(2))
+        observations, rewards, *_ = envs.step(actions(2))
         assert rewards.tolist() == [1.0, 1.0]
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_a_replacement_whose_env_fn_raises_ends_restarting(ray, tmp_path):
@@ -470,12 +436,12 @@ def test_a_replacement_whose_env_fn_raises_ends_restarting(ray, tmp_path):
         envs.reset(seed=0)
         _kill_actor(ray, envs, 1, "SIGKILL")
         with pytest.raises(ToyError, match="boom in build 2") as caught:
-            envs.step(_actions(2))
+            envs.step(actions(2))
         assert caught.value.env_index == 1
         assert isinstance(caught.value.__cause__, RemoteTraceback)
         assert envs.restart_counts.tolist() == [0, 1]
         for attempt in (
-            lambda: envs.step(_actions(2)),
+            lambda: envs.step(actions(2)),
             lambda: envs.reset(seed=0),
             lambda: envs.call("echo", 1),
         ):
@@ -487,7 +453,7 @@ def test_a_replacement_whose_env_fn_raises_ends_restarting(ray, tmp_path):
         envs.close()
         assert time.monotonic() - started < 5
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_an_env_dying_more_than_max_restarts_times_gives_up(ray):
@@ -495,18 +461,18 @@ def test_an_env_dying_more_than_max_restarts_times_gives_up(ray):
     try:
         envs.reset(seed=0)
         _kill_actor(ray, envs, 1, "SIGKILL")
-        _, _, _, truncations, _ = envs.step(_actions(2))
+        _, _, _, truncations, _ = envs.step(actions(2))
         assert truncations.tolist() == [False, True]
         _kill_actor(ray, envs, 1, "ray.kill")
         with pytest.raises(WorkerCrashedError, match="max_restarts") as caught:
-            envs.step(_actions(2))
+            envs.step(actions(2))
         assert caught.value.env_index == 1 and not caught.value.restarted
         assert envs.restart_counts.tolist() == [0, 2]
         with pytest.raises(BrokenVectorEnvError):
             envs.reset(seed=0)
         envs.close()
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- raise mode
@@ -522,7 +488,7 @@ def test_raise_mode_raises_worker_crashed_then_only_close_works(ray, command):
         started = time.monotonic()
         with pytest.raises(WorkerCrashedError) as caught:
             if command == "step":
-                envs.step(_actions(3))
+                envs.step(actions(3))
             elif command == "reset":
                 envs.reset(seed=1)
             elif command == "masked_reset":
@@ -534,7 +500,7 @@ def test_raise_mode_raises_worker_crashed_then_only_close_works(ray, command):
         assert "env 2" in str(caught.value)
         assert envs.restart_counts.tolist() == [0, 0, 0]
         for attempt in (
-            lambda: envs.step(_actions(3)),
+            lambda: envs.step(actions(3)),
             lambda: envs.reset(seed=0),
             lambda: envs.call("echo", 1),
             lambda: envs.set_attr("level", 1),
@@ -547,9 +513,9 @@ def test_raise_mode_raises_worker_crashed_then_only_close_works(ray, command):
         assert time.monotonic() - started < 5
         assert _wait_gone(pids, 5.0) == []
         with pytest.raises(ClosedEnvironmentError):
-            envs.step(_actions(3))
+            envs.step(actions(3))
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- batches
@@ -568,17 +534,17 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(then):
             except Exception as error:  # noqa: BLE001 - checked below
                 caught = error
                 break
-            envs.send(_actions(len(infos["env_id"])), infos["env_id"])
+            envs.send(actions(len(infos["env_id"])), infos["env_id"])
         assert caught is not None, "env 1's step never raised through recv()"
         assert isinstance(caught, ToyError), repr(caught)
-        assert _names_env(caught, 1)
+        assert names_env(caught, 1)
         with pytest.raises(BrokenVectorEnvError):
-            envs.send(_actions(1), [0])
+            envs.send(actions(1), [0])
 
         if then == "reset":
             observations, infos = envs.reset(seed=5)
             np.testing.assert_array_equal(observations, _expected([5, 6, 7], 0, 0))
-            observations, rewards, _, truncations, _ = envs.step(_actions(3))
+            observations, rewards, _, truncations, _ = envs.step(actions(3))
             np.testing.assert_array_equal(observations, _expected([5, 6, 7], 0, 1))
             assert rewards.tolist() == [1.0] * 3 and not truncations.any()
         # EnvPool-style use works (again): every env resets, then steps from t=0.
@@ -596,10 +562,10 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(then):
                     steps[env] += 1
                     np.testing.assert_array_equal(observations[row], [5 + env, 0, steps[env]])
                     assert rewards[row] == 1.0
-            envs.send(_actions(len(infos["env_id"])), infos["env_id"])
+            envs.send(actions(len(infos["env_id"])), infos["env_id"])
         assert seen_reset == {0, 1, 2} and sum(steps.values()) > 0
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_envpool_actor_killed_between_recv_and_send_gives_a_truncated_row(ray):
@@ -612,7 +578,7 @@ def test_envpool_actor_killed_between_recv_and_send_gives_a_truncated_row(ray):
             received.append(int(infos["env_id"][0]))
         assert sorted(received) == [0, 1, 2]
         _kill_actor(ray, envs, 1, "SIGKILL")
-        envs.send(_actions(1), [1])
+        envs.send(actions(1), [1])
         observations, rewards, terminations, truncations, infos = envs.recv(timeout=20)
         assert infos["env_id"].tolist() == [1]
         np.testing.assert_array_equal(observations, [[-1, 0, 0]])
@@ -620,18 +586,18 @@ def test_envpool_actor_killed_between_recv_and_send_gives_a_truncated_row(ray):
         assert not terminations.any() and infos["worker_restarted"].tolist() == [True]
         assert envs.restart_counts.tolist() == [0, 1, 0]
         # Its reset step, then ordinary steps; the others were never disturbed.
-        envs.send(_actions(1), [1])
+        envs.send(actions(1), [1])
         observations, rewards, _, truncations, _ = envs.recv(timeout=20)
         np.testing.assert_array_equal(observations, [[-1, 0, 0]])
         assert rewards.tolist() == [0.0] and not truncations.any()
-        envs.send(_actions(3), [0, 1, 2])
+        envs.send(actions(3), [0, 1, 2])
         got = {}
         for _ in range(3):
             observations, rewards, *_, infos = envs.recv(timeout=20)
             got[int(infos["env_id"][0])] = (observations[0].tolist(), float(rewards[0]))
         assert got == {0: ([0, 0, 1], 1.0), 1: ([-1, 0, 1], 1.0), 2: ([2, 0, 1], 1.0)}
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_async_reset_refuses_a_reset_mask():
@@ -645,7 +611,7 @@ def test_async_reset_refuses_a_reset_mask():
         observations, *_ = envs.recv(timeout=20)
         assert observations.shape == (1, 3)
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- start-up
@@ -694,7 +660,7 @@ def test_close_while_a_call_is_pending_waits_for_it_then_closes_every_env(tmp_pa
     try:
         envs.reset(seed=0)
         pids = list(envs.worker_pids)
-        envs.step_async(_actions(2))
+        envs.step_async(actions(2))
         with pytest.raises(WorkerTimeoutError):
             envs.step_wait(timeout=0.05)
         started = time.monotonic()
@@ -706,7 +672,7 @@ def test_close_while_a_call_is_pending_waits_for_it_then_closes_every_env(tmp_pa
         assert sorted(os.listdir(tmp_path)) == ["closed.0", "closed.1"]
         assert _wait_gone(pids, 5.0) == []
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_close_with_a_stuck_actor_is_bounded_and_kills_it(tmp_path):
@@ -716,7 +682,7 @@ def test_close_with_a_stuck_actor_is_bounded_and_kills_it(tmp_path):
         envs.reset(seed=0)
         pids = list(envs.worker_pids)
         envs.set_attr("delay", [0.0, 60.0])
-        envs.step_async(_actions(2))
+        envs.step_async(actions(2))
         started = time.monotonic()
         envs.close(timeout=0.5)
         elapsed = time.monotonic() - started
@@ -726,7 +692,7 @@ def test_close_with_a_stuck_actor_is_bounded_and_kills_it(tmp_path):
         assert sorted(os.listdir(tmp_path)) == ["closed.0"]
         assert _wait_gone(pids, 5.0) == []
     finally:
-        _close(envs)
+        close(envs)
 
 
 # --------------------------------------------------------------------------- Ctrl-C
@@ -744,12 +710,12 @@ def test_ctrl_c_during_a_wait_leaves_the_call_pending_and_wait_returns_its_resul
             envs.set_attr("reset_delay", delay)
         timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
         result = None
-        with _InterruptInsideRetrovec() as handler:
+        with InterruptInsideRetrovec() as handler:
             started = time.monotonic()
             timer.start()
             try:
                 if call == "step":
-                    result = envs.step(_actions(2))
+                    result = envs.step(actions(2))
                 elif call == "reset":
                     result = envs.reset(seed=4, options={"level": 2})
                 else:
@@ -781,7 +747,7 @@ def test_ctrl_c_during_a_wait_leaves_the_call_pending_and_wait_returns_its_resul
         envs.set_attr("reset_delay", 0.0)
         _assert_usable(envs, 2, seed=7)
     finally:
-        _close(envs)
+        close(envs)
 
 
 def test_ctrl_c_while_a_replacement_is_built_does_not_count_as_another_death(ray, tmp_path):
@@ -807,10 +773,10 @@ def test_ctrl_c_while_a_replacement_is_built_does_not_count_as_another_death(ray
         _kill_actor(ray, envs, 1, "SIGKILL")
         thread = threading.Thread(target=interrupt_while_building)
         result = None
-        with _InterruptInsideRetrovec() as handler:
+        with InterruptInsideRetrovec() as handler:
             thread.start()
             try:
-                result = envs.step(_actions(2))
+                result = envs.step(actions(2))
             except KeyboardInterrupt:
                 pass
             finally:
@@ -820,7 +786,7 @@ def test_ctrl_c_while_a_replacement_is_built_does_not_count_as_another_death(ray
         _, rewards, _, truncations, _ = envs.step_wait(timeout=30)
         assert truncations.tolist() == [False, True] and rewards.tolist() == [1.0, 0.0]
         assert envs.restart_counts.tolist() == [0, 1]
-        _, rewards, *_ = envs.step(_actions(2))
+        _, rewards, *_ = envs.step(actions(2))
         assert rewards.tolist() == [1.0, 0.0]  # env 1's reset step
     finally:
-        _close(envs)
+        close(envs)
