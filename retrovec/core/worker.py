@@ -13,9 +13,8 @@ Protocol (parent -> worker, over the worker's own socketpair, ``multiprocessing`
 Every command gets exactly one reply, ``(True, payload)`` or ``(False, error)`` on the
 socket, or, for a step or reset whose results are all in the arena, one 8-byte record
 (index, generation) in the completion pipe; so a reply can never be taken for the answer to
-another command. An exception in the env is sent back
-(with its traceback) and the worker keeps serving, so that ``close()`` still closes the env
-cleanly (recordings are finalised). The worker ignores SIGINT (Ctrl-C is the parent's to
+another command. An exception in the env is sent back (with its traceback) and the worker
+keeps serving, so that ``close()`` still closes the env cleanly (recordings are finalised). The worker ignores SIGINT (Ctrl-C is the parent's to
 handle) and exits on its own, closing its env, when the parent process disappears: it
 polls for that while idle, and a write to a parent that died fails at once, since no other
 process holds the parent's end of the socket.
