@@ -69,7 +69,28 @@ from retrovec.errors import (
     BrokenVectorEnvError,
 )
 
-__all__ = ["ReplacementDied", "RetroVectorEnvBase"]  # ReplacementDied: for transports
+__all__ = ["ReplacementDied", "RetroVectorEnvBase", "base_arguments"]
+
+
+#: The constructor arguments every backend shares, handled by ``_init_base``.
+BASE_ARGUMENTS = (
+    "env_fns", "copy", "observation_mode", "autoreset_mode", "timeout",
+    "on_worker_failure", "max_restarts", "batch_size", "validate_actions",
+)
+
+
+def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The shared arguments out of a backend constructor's ``locals()``, for
+    :meth:`RetroVectorEnvBase._init_base`.
+
+    Example:
+        >>> sorted(base_arguments({"env_fns": [], "copy": True, "timeout": None,
+        ...     "observation_mode": "same", "autoreset_mode": "NextStep",
+        ...     "on_worker_failure": "raise", "max_restarts": 3, "batch_size": None,
+        ...     "validate_actions": False, "spin_seconds": 0.0}))[:3]
+        ['autoreset_mode', 'batch_size', 'copy']
+    """
+    return {name: arguments[name] for name in BASE_ARGUMENTS}
 
 
 class RetroVectorEnvBase(

@@ -37,7 +37,7 @@ from gymnasium.vector.utils import CloudpickleWrapper, create_empty_array
 
 from retrovec.core.actions import IN_ARENA, ActionRouter
 from retrovec.core.arena import ArenaLayout, SharedArena, is_shareable
-from retrovec.core.base import ReplacementDied, RetroVectorEnvBase
+from retrovec.core.base import ReplacementDied, RetroVectorEnvBase, base_arguments
 from retrovec.core.channel import PIPE_REPLY, ChannelWaiter, WorkerChannel
 from retrovec.core.info_columns import InfoSchema
 from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
@@ -189,17 +189,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         self._waiter: ChannelWaiter | None = None
         self._arena_fds: list[int] = []
         self._generations = itertools.count()  # each worker's, for its completion records
-        env_fns = self._init_base(
-            env_fns,
-            copy=copy,
-            observation_mode=observation_mode,
-            autoreset_mode=autoreset_mode,
-            timeout=timeout,
-            on_worker_failure=on_worker_failure,
-            max_restarts=max_restarts,
-            batch_size=batch_size,
-            validate_actions=validate_actions,
-        )
+        env_fns = self._init_base(**base_arguments(locals()))
         self.shared_memory = shared_memory
         self.context = context
         self.daemon = daemon

@@ -46,7 +46,7 @@ from gymnasium.vector.async_vector_env import AsyncState
 
 from retrovec.core.actions import IN_ARENA
 from retrovec.core.arena import copy_structure
-from retrovec.core.base import RetroVectorEnvBase
+from retrovec.core.base import RetroVectorEnvBase, base_arguments
 from retrovec.core.server import (
     EnvServer,
     ErrorPayload,
@@ -227,17 +227,7 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         self.actors: list[Any] = []
         #: env index -> (command, ObjectRef) of its unanswered actor call.
         self._calls: dict[int, tuple[str, Any]] = {}
-        env_fns = self._init_base(
-            env_fns,
-            copy=copy,
-            observation_mode=observation_mode,
-            autoreset_mode=autoreset_mode,
-            timeout=timeout,
-            on_worker_failure=on_worker_failure,
-            max_restarts=max_restarts,
-            batch_size=batch_size,
-            validate_actions=validate_actions,
-        )
+        env_fns = self._init_base(**base_arguments(locals()))
         if isinstance(num_cpus, bool) or not isinstance(num_cpus, (int, float)) or num_cpus < 0:
             raise ValueError(f"num_cpus must be a number >= 0, got {num_cpus!r}.")
         if actor_options is None or isinstance(actor_options, dict):
