@@ -84,11 +84,12 @@ def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
     :meth:`RetroVectorEnvBase._init_base`.
 
     Example:
-        >>> sorted(base_arguments({"env_fns": [], "copy": True, "timeout": None,
+        >>> shared = base_arguments({"env_fns": [], "copy": True, "timeout": None,
         ...     "observation_mode": "same", "autoreset_mode": "NextStep",
         ...     "on_worker_failure": "raise", "max_restarts": 3, "batch_size": None,
-        ...     "validate_actions": False, "spin_seconds": 0.0}))[:3]
-        ['autoreset_mode', 'batch_size', 'copy']
+        ...     "validate_actions": False, "spin_seconds": 0.0})
+        >>> len(shared), "spin_seconds" in shared
+        (9, False)
     """
     return {name: arguments[name] for name in BASE_ARGUMENTS}
 
