@@ -51,6 +51,7 @@ from retrovec.core.actions import ActionRouter
 from retrovec.core.arena import SharedArena, copy_structure
 from retrovec.core.batches import AsyncBatchesMixin
 from retrovec.core.checks import (
+    base_arguments,
     check_autoreset_mode,
     check_env_fns,
     check_failure_handling,
@@ -69,29 +70,7 @@ from retrovec.errors import (
     BrokenVectorEnvError,
 )
 
-__all__ = ["ReplacementDied", "RetroVectorEnvBase", "base_arguments"]
-
-
-#: The constructor arguments every backend shares, handled by ``_init_base``.
-BASE_ARGUMENTS = (
-    "env_fns", "copy", "observation_mode", "autoreset_mode", "timeout",
-    "on_worker_failure", "max_restarts", "batch_size", "validate_actions",
-)
-
-
-def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
-    """The shared arguments out of a backend constructor's ``locals()``, for
-    :meth:`RetroVectorEnvBase._init_base`.
-
-    Example:
-        >>> shared = base_arguments({"env_fns": [], "copy": True, "timeout": None,
-        ...     "observation_mode": "same", "autoreset_mode": "NextStep",
-        ...     "on_worker_failure": "raise", "max_restarts": 3, "batch_size": None,
-        ...     "validate_actions": False, "spin_seconds": 0.0})
-        >>> len(shared), "spin_seconds" in shared
-        (9, False)
-    """
-    return {name: arguments[name] for name in BASE_ARGUMENTS}
+__all__ = ["ReplacementDied", "RetroVectorEnvBase", "base_arguments"]  # for transports
 
 
 class RetroVectorEnvBase(

@@ -22,6 +22,8 @@ from gymnasium import Env, Space
 from gymnasium.vector import AutoresetMode
 
 __all__ = [
+    "BASE_ARGUMENTS",
+    "base_arguments",
     "check_autoreset_mode",
     "check_env_fns",
     "check_failure_handling",
@@ -131,3 +133,25 @@ def spread_seeds(seed: Any, num_envs: int) -> list[int | None]:
             f"num_envs={num_envs} but got length={len(seeds)}."
         )
     return [None if value is None else int(value) for value in seeds]
+
+
+#: The constructor arguments every backend shares, handled by ``_init_base``.
+BASE_ARGUMENTS = (
+    "env_fns", "copy", "observation_mode", "autoreset_mode", "timeout",
+    "on_worker_failure", "max_restarts", "batch_size", "validate_actions",
+)
+
+
+def base_arguments(arguments: dict[str, Any]) -> dict[str, Any]:
+    """The shared arguments out of a backend constructor's ``locals()``, for
+    :meth:`~retrovec.core.base.RetroVectorEnvBase._init_base`.
+
+    Example:
+        >>> shared = base_arguments({"env_fns": [], "copy": True, "timeout": None,
+        ...     "observation_mode": "same", "autoreset_mode": "NextStep",
+        ...     "on_worker_failure": "raise", "max_restarts": 3, "batch_size": None,
+        ...     "validate_actions": False, "spin_seconds": 0.0})
+        >>> len(shared), "spin_seconds" in shared
+        (9, False)
+    """
+    return {name: arguments[name] for name in BASE_ARGUMENTS}
