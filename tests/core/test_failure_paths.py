@@ -38,7 +38,15 @@ from tests.envs import (
     make_probe_counting_builds,
     probe_fns,
 )
-from tests.failures import InterruptInsideRetrovec, actions, close, names_env
+from tests.failures import (
+    InterruptInsideRetrovec,
+    actions,
+    alive,
+    assert_envpool_runs_from_reset,
+    close,
+    names_env,
+    wait_gone,
+)
 
 START_METHODS = ["fork", "forkserver", "spawn"]
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -64,22 +72,8 @@ def _workers_of(pid: int) -> set[int]:
     return {child.pid for child in children if not _is_helper(child)}
 
 
-def _alive(pids) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
-def _wait_gone(pids, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while _alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return _alive(pids)
 
 
 def _kill_all(pids) -> None:
@@ -97,10 +91,10 @@ def reaper():
     disturb the next tests (conftest's own check would only report them)."""
     before = _workers_of(os.getpid())
     yield
-    left = set(_wait_gone(_workers_of(os.getpid()) - before, 5.0))
+    left = set(wait_gone(_workers_of(os.getpid()) - before, 5.0))
     if left:
         _kill_all(left)
-        _wait_gone(left, 5.0)
+        wait_gone(left, 5.0)
         pytest.fail(f"worker processes left behind (killed now): {sorted(left)}")
 
 
@@ -293,23 +287,9 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(context, then
             envs.async_reset(seed=5)
         # EnvPool-style use works (again): every env resets, then steps from t=0.
         # (Envs 0 and 2 still take 0.1 s per step.)
-        seen_reset = set()
-        steps = {i: 0 for i in range(3)}
         if then == "reset":
             envs.async_reset(seed=5)
-        for _ in range(6):
-            observations, rewards, _, _, infos = envs.recv()
-            for row, env in enumerate(infos["env_id"].tolist()):
-                if env not in seen_reset:
-                    seen_reset.add(env)
-                    np.testing.assert_array_equal(observations[row], [5 + env, 0, 0])
-                    assert rewards[row] == 0.0
-                else:
-                    steps[env] += 1
-                    np.testing.assert_array_equal(observations[row], [5 + env, 0, steps[env]])
-                    assert rewards[row] == 1.0
-            envs.send(actions(len(infos["env_id"])), infos["env_id"])
-        assert seen_reset == {0, 1, 2} and sum(steps.values()) > 0
+        assert_envpool_runs_from_reset(envs, 5)
     finally:
         close(envs)
 
@@ -401,8 +381,8 @@ def test_a_replacement_worker_that_cannot_start_raises_and_close_still_works(con
         envs.close()  # no ValueError ("process object is closed")
         monkeypatch.undo()
         assert envs.closed
-        assert _wait_gone(pids, 2.0) == []
-        assert _wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
+        assert wait_gone(pids, 2.0) == []
+        assert wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
     finally:
         monkeypatch.undo()
         close(envs)
@@ -431,7 +411,7 @@ def test_start_up_failure_after_some_workers_started_closes_their_envs(tmp_path,
         chain.append(f"{type(error).__name__}: {error}")
         error = error.__cause__ or error.__context__
     assert any("cannot be pickled" in text for text in chain), chain
-    assert _wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
+    assert wait_gone(_workers_of(os.getpid()) - before, 5.0) == []
     assert elapsed < 3.0, f"the failed start-up took {elapsed:.1f} s"
     closed = sorted(os.listdir(tmp_path))
     assert closed == ["closed.0", "closed.1"], f"envs closed: {closed}"
@@ -607,7 +587,7 @@ def test_parent_killed_during_start_up_leaves_no_worker(context, signum, tmp_pat
             except subprocess.TimeoutExpired:
                 survivors[trial] = "the parent itself did not exit within 20 s"
                 continue
-            left = _wait_gone(workers, 1.0)
+            left = wait_gone(workers, 1.0)
             if left:
                 survivors[trial] = left
         finally:
@@ -615,9 +595,9 @@ def test_parent_killed_during_start_up_leaves_no_worker(context, signum, tmp_pat
             if script.poll() is None:
                 script.kill()
                 script.wait()
-            left = _alive(workers)
+            left = alive(workers)
             _kill_all(left)
-            _wait_gone(left, 5.0)
+            wait_gone(left, 5.0)
     assert not survivors, f"workers alive 1 s after their parent ended, by trial: {survivors}"
 
 
@@ -664,7 +644,7 @@ def test_ctrl_c_during_construction_raises_keyboard_interrupt_and_leaves_nothing
         watchdog.cancel()
         if envs is not None:
             envs.close()
-        left = _wait_gone(_workers_of(os.getpid()) - before, 3.0)
+        left = wait_gone(_workers_of(os.getpid()) - before, 3.0)
         _kill_all(left)
         # "Nothing hangs": a few seconds to stop workers caught mid-reply are tolerated.
         assert elapsed < duration + 3, f"trial {trial}: took {elapsed:.1f} s ({outcome})"

@@ -18,8 +18,14 @@ import pytest
 from gymnasium.error import ResetNeeded
 
 import retrovec
-from retrovec import AsyncRetroVectorEnv, BrokenVectorEnvError, WorkerCrashedError, WorkerTimeoutError
+from retrovec import (
+    AsyncRetroVectorEnv,
+    BrokenVectorEnvError,
+    WorkerCrashedError,
+    WorkerTimeoutError,
+)
 from tests.envs import fns, make_airstriker, make_airstriker_killed_once, make_slow_airstriker
+from tests.failures import wait_gone
 
 START_METHODS = ["fork", "forkserver", "spawn"]
 STEPS = {"reset": 0, "step": 3, "poke": 0}
@@ -231,22 +237,8 @@ _SCRIPT = textwrap.dedent(
 )
 
 
-def _alive(pids: list[int]) -> list[int]:
-    alive = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                alive.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return alive
 
 
-def _wait_gone(pids: list[int], seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while _alive(pids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    return _alive(pids)
 
 
 def _start_script(context: str, mode: str) -> tuple[subprocess.Popen, list[int]]:
@@ -269,7 +261,7 @@ def test_parent_killed_with_sigkill_workers_exit_on_their_own(context):
     time.sleep(0.3)  # mid-loop
     script.kill()
     script.wait()
-    assert _wait_gone(pids, 3.0) == []
+    assert wait_gone(pids, 3.0) == []
 
 
 @pytest.mark.parametrize("context", START_METHODS)
@@ -279,14 +271,14 @@ def test_ctrl_c_in_the_middle_of_stepping_leaves_nothing(context):
     script.send_signal(signal.SIGINT)
     _, stderr = script.communicate(timeout=60)
     assert "KeyboardInterrupt" in stderr
-    assert _wait_gone(pids, 3.0) == []
+    assert wait_gone(pids, 3.0) == []
 
 
 @pytest.mark.parametrize("context", START_METHODS)
 def test_interpreter_exit_without_close_leaves_nothing(context):
     script, pids = _start_script(context, "exit-without-close")
     assert script.wait(timeout=60) == 0
-    assert _wait_gone(pids, 3.0) == []
+    assert wait_gone(pids, 3.0) == []
 
 
 @pytest.mark.parametrize("context", START_METHODS)
@@ -296,7 +288,7 @@ def test_garbage_collection_closes_the_workers(context):
     pids = [process.pid for process in envs.processes]
     del envs
     gc.collect()
-    assert _wait_gone(pids, 3.0) == []
+    assert wait_gone(pids, 3.0) == []
 
 
 def _open_fds() -> int:

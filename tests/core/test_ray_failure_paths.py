@@ -38,8 +38,15 @@ from tests.envs import (
     marked_probe_fns,
     probe_fns,
 )
-from tests.failures import InterruptInsideRetrovec, actions, close, names_env
-
+from tests.failures import (
+    InterruptInsideRetrovec,
+    actions,
+    alive,
+    assert_envpool_runs_from_reset,
+    close,
+    names_env,
+    wait_gone,
+)
 
 # Restarts warn ("... restarting it"); that is expected here.
 pytestmark = [pytest.mark.filterwarnings("ignore::UserWarning"), pytest.mark.timeout(60)]
@@ -66,18 +73,8 @@ def _expected(seeds, level, t) -> np.ndarray:
 
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
 
 
-def _wait_gone(pids, seconds: float) -> list[int]:
-    deadline = time.monotonic() + seconds
-    while any(_alive(pid) for pid in pids) and time.monotonic() < deadline:
-        time.sleep(0.02)
-    return [pid for pid in pids if _alive(pid)]
 
 
 def _actor_processes() -> list[int]:
@@ -86,7 +83,7 @@ def _actor_processes() -> list[int]:
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "EnvActor" in " ".join(child.cmdline()) and _alive(child.pid):
+            if "EnvActor" in " ".join(child.cmdline()) and alive([child.pid]):
                 found.append(child.pid)
         except psutil.Error:
             pass
@@ -97,12 +94,12 @@ def _kill_actor(ray, envs, index: int, how: str) -> None:
     """Kill env ``index``'s actor (``ray.kill`` of its handle, or SIGKILL to its process)
     and wait until its process is gone."""
     pid = envs.worker_pids[index]
-    assert _alive(pid)
+    assert alive([pid])
     if how == "ray.kill":
         ray.kill(envs.actors[index], no_restart=True)
     else:
         os.kill(pid, signal.SIGKILL)
-    assert _wait_gone([pid], 10.0) == [], f"env {index}'s actor (pid {pid}) did not die"
+    assert wait_gone([pid], 10.0) == [], f"env {index}'s actor (pid {pid}) did not die"
 
 
 def _wait_for_file(path, seconds: float = 20.0) -> None:
@@ -511,7 +508,7 @@ def test_raise_mode_raises_worker_crashed_then_only_close_works(ray, command):
         started = time.monotonic()
         envs.close()
         assert time.monotonic() - started < 5
-        assert _wait_gone(pids, 5.0) == []
+        assert wait_gone(pids, 5.0) == []
         with pytest.raises(ClosedEnvironmentError):
             envs.step(actions(3))
     finally:
@@ -549,21 +546,7 @@ def test_envpool_recovers_with_a_reset_after_an_env_raised_in_step(then):
             assert rewards.tolist() == [1.0] * 3 and not truncations.any()
         # EnvPool-style use works (again): every env resets, then steps from t=0.
         envs.async_reset(seed=5)
-        seen_reset = set()
-        steps = {i: 0 for i in range(3)}
-        for _ in range(6):
-            observations, rewards, _, _, infos = envs.recv(timeout=20)
-            for row, env in enumerate(infos["env_id"].tolist()):
-                if env not in seen_reset:
-                    seen_reset.add(env)
-                    np.testing.assert_array_equal(observations[row], [5 + env, 0, 0])
-                    assert rewards[row] == 0.0
-                else:
-                    steps[env] += 1
-                    np.testing.assert_array_equal(observations[row], [5 + env, 0, steps[env]])
-                    assert rewards[row] == 1.0
-            envs.send(actions(len(infos["env_id"])), infos["env_id"])
-        assert seen_reset == {0, 1, 2} and sum(steps.values()) > 0
+        assert_envpool_runs_from_reset(envs, 5, recv_timeout=20)
     finally:
         close(envs)
 
@@ -670,7 +653,7 @@ def test_close_while_a_call_is_pending_waits_for_it_then_closes_every_env(tmp_pa
         assert elapsed < 4, f"close() took {elapsed:.1f} s"
         assert envs.closed
         assert sorted(os.listdir(tmp_path)) == ["closed.0", "closed.1"]
-        assert _wait_gone(pids, 5.0) == []
+        assert wait_gone(pids, 5.0) == []
     finally:
         close(envs)
 
@@ -690,7 +673,7 @@ def test_close_with_a_stuck_actor_is_bounded_and_kills_it(tmp_path):
         assert envs.closed
         # Env 0 answered and was closed; env 1 never answered and was killed unclosed.
         assert sorted(os.listdir(tmp_path)) == ["closed.0"]
-        assert _wait_gone(pids, 5.0) == []
+        assert wait_gone(pids, 5.0) == []
     finally:
         close(envs)
 
