@@ -37,7 +37,14 @@ class CommandsMixin:
             key = (kind, id(argument))  # one encoding per distinct command (a step: one)
             message = messages.get(key)
             if message is None:
-                message = messages[key] = self._encode(kind, argument)
+                try:
+                    message = messages[key] = self._encode(kind, argument)
+                except Exception as error:
+                    error.add_note(
+                        f"The `{kind}` command for env {index} cannot be sent to its "
+                        f"{self._worker_noun}; nothing was sent, and the vector env is as it was."
+                    )
+                    raise
             encoded.append((index, kind, argument, message))
         with self._guard:
             self._drain([index for index, *_ in encoded])
