@@ -320,9 +320,9 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
         """Replies as ``ray.wait`` reports them ready: all of ``pending`` at once, or the
         first ``wanted``.
 
-        ``ray.wait`` does not return to Python for a signal, so it waits in slices of
-        :data:`WAIT_SLICE` seconds: Ctrl-C raises within one slice (between two waits,
-        before any reply is read), not only once a reply comes."""
+        It waits in slices of :data:`WAIT_SLICE` seconds: not every Ray release that
+        ``retrovec[ray]`` admits returns from ``ray.wait`` for a signal (2.60 does), and
+        between two slices Ctrl-C raises before any reply is read."""
         ray = self._ray
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending and (wanted is None or wanted > 0):
