@@ -30,9 +30,11 @@ from retrovec.errors import (
     WorkerTimeoutError,
 )
 from retrovec.core.process_backend import AsyncRetroVectorEnv
+from retrovec.core.selection import EnvSelection
 from retrovec.retro.factory import make, make_env
 from retrovec.retro.games import list_games, list_states
 from retrovec.retro.registration import ENV_ID, register_envs
+from retrovec.retro.snapshots import Snapshot
 from retrovec.retro.wrappers.preprocessing import Preprocessing
 
 __version__ = "0.1.0"
@@ -41,12 +43,14 @@ __all__ = [
     "AsyncRetroVectorEnv",
     "AutoresetMode",
     "ENV_ID",
+    "EnvSelection",
     "BrokenVectorEnvError",
     "InvalidGameError",
     "Preprocessing",
     "RemoteTraceback",
     "RetrovecError",
     "RomNotImportedError",
+    "Snapshot",
     "SpacesMismatchError",
     "UnknownGameError",
     "UnknownStateError",

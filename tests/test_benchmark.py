@@ -177,10 +177,13 @@ def test_cli_bench_writes_the_files(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert result["config"]["num_envs"] == [1] and result["config"]["workloads"] == ["rgb"]
     assert (out / "throughput.md").read_text() in capsys.readouterr().out + "\n"
     assert (out / "throughput.png").exists() == HAS_MATPLOTLIB
-    for label in ("retrovec copy=True", "retrovec copy=False", "gymnasium AsyncVectorEnv"):
+    for label in ("retrovec copy=True", "gymnasium AsyncVectorEnv"):  # the quick three
         assert label in result["contenders"]
+    assert "retrovec ray" not in result["contenders"]
     if importlib.util.find_spec("stable_baselines3") is None:
         assert any(s["contender"] == "SB3 SubprocVecEnv" for s in result["skipped"])
+    else:
+        assert "SB3 SubprocVecEnv" in result["contenders"]
 
 
 @pytest.mark.parametrize(
@@ -203,12 +206,43 @@ def test_cli_bench_unknown_game(capsys: pytest.CaptureFixture[str]) -> None:
     assert "Did you mean" in capsys.readouterr().err
 
 
-def test_cli_bench_defaults() -> None:
+def test_cli_bench_defaults_to_the_quick_comparison() -> None:
+    from retrovec.benchmark import FULL, QUICK
     from retrovec.cli import build_parser
+    from retrovec.cli.bench import bench_config
 
-    args = build_parser().parse_args(["bench"])
-    assert args.num_envs == [1, 2, 4, 8, 16] and args.workloads == ["rgb", "atari"]
-    assert (args.rounds, args.seconds, args.growth_steps, args.contenders) == (3, 3.0, 0, None)
+    def config(*argv: str) -> Any:
+        return bench_config(build_parser().parse_args(["bench", *argv]))
+
+    quick = config()
+    assert quick == QUICK
+    assert quick.contenders == ("retrovec", "gymnasium", "sb3")  # no Ray unless asked
+    assert (quick.num_envs, quick.workloads, quick.rounds) == ((4,), ("rgb",), 1)
+    full = config("--full")
+    assert full == FULL and "retrovec-ray" not in full.contenders
+    assert full.num_envs == (1, 2, 4, 8, 16) and full.workloads == ("rgb", "atari")
+    assert (full.rounds, full.seconds) == (3, 3.0)
+    assert config("--ray").contenders == ("retrovec", "gymnasium", "sb3", "retrovec-ray")
+    readme = config("--num-envs", "1", "2", "4", "8", "16", "--workloads", "rgb", "atari",
+                    "--rounds", "3")  # fmt: skip
+    assert (readme.num_envs, readme.workloads, readme.rounds) == (
+        (1, 2, 4, 8, 16),
+        ("rgb", "atari"),
+        3,
+    )
+    assert readme.contenders == QUICK.contenders
+    picked = config("--contenders", "retrovec", "retrovec-ray", "--seconds", "0.5")
+    assert (picked.contenders, picked.seconds) == (("retrovec", "retrovec-ray"), 0.5)
+
+
+def test_cli_bench_says_when_a_named_contender_cannot_run(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    assert main(["bench", "--ray", "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("retrovec bench: error: contender 'retrovec ray' cannot run here")
+    assert "pip install 'retrovec[ray]'" in err and "\n" not in err
 
 
 def test_throughput_script_takes_the_bench_options() -> None:
@@ -217,6 +251,7 @@ def test_throughput_script_takes_the_bench_options() -> None:
         capture_output=True,
         text=True,
         timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     for option in ("--num-envs", "--rounds", "--seconds", "--json", "--workloads", "--out"):

@@ -154,13 +154,13 @@ def test_run_dispatches_to_make(
         [
             "run",
             "--game",
-            "Fake-v0",
+            "Airstriker-Genesis-v0",  # real names: the CLI checks them before make()
             "--num-envs",
             "3",
             "--steps",
             "36",
             "--state",
-            "Level2",
+            "Level1",
             "--autoreset-mode",
             "same_step",
             "--json",
@@ -170,9 +170,9 @@ def test_run_dispatches_to_make(
     assert rc == 0
     assert fake_make == [
         {
-            "game": "Fake-v0",
+            "game": "Airstriker-Genesis-v0",
             "num_envs": 3,
-            "state": "Level2",
+            "state": "Level1",
             "autoreset_mode": AutoresetMode.SAME_STEP,
         }
     ]
@@ -182,7 +182,7 @@ def test_run_dispatches_to_make(
     assert result["episode_returns"] == [5.0] * 6
     assert result["episode_lengths"] == [5] * 6
     assert (result["return_mean"], result["return_std"]) == (5.0, 0.0)
-    assert result["state"] == "Level2"
+    assert result["state"] == "Level1"
 
 
 def test_run_defaults(fake_make: list[dict[str, Any]], capsys: pytest.CaptureFixture[str]) -> None:
@@ -214,10 +214,10 @@ def test_make_error_exits_2(
         raise UnknownGameError("no integration\nhas that game")
 
     monkeypatch.setattr(MAKE_MODULE, "make", make)
-    assert cli.main(["run", "--game", "Nope-v0"]) == 2
+    assert cli.main(["run", "--game", "Pong-Atari2600-v0"]) == 2  # passes the checks
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert "'Nope-v0'" in err and "no integration has that game" in err
+    assert "cannot make 'Pong-Atari2600-v0'" in err and "no integration has that game" in err
 
 
 def test_worker_crash_while_running_exits_1(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 
 from retrovec import cli
-
 from tests.test_cli import run_cli
 
 

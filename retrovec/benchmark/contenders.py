@@ -317,28 +317,37 @@ def _sb3_available() -> str | None:
     try:
         import stable_baselines3  # noqa: F401
     except ImportError as exc:
-        return f"stable-baselines3 is not importable ({exc}); pip install stable-baselines3"
+        return (
+            f"stable-baselines3 is not importable ({exc}): pip install 'retrovec[bench]' (from "
+            "a clone of the repository: pip install -e '.[bench]')"
+        )
     return None
 
 
 class RayRunner(VectorRunner):
-    """retrovec's Ray backend; stops the local Ray instance it started, if it started one."""
-
-    def __init__(self, envs: Any, seed: int, started_ray: bool) -> None:
-        super().__init__(envs, seed)
-        self.started_ray = started_ray
+    """retrovec's Ray backend (env runners): its processes are the runners and their
+    emulators."""
 
     def worker_pids(self) -> list[int]:
-        return list(self.envs.worker_pids)  # all on this node: a local Ray instance
+        # all on this node: a local Ray instance
+        return [*self.envs.worker_pids, *self.envs.runner_pids]
 
-    def close(self) -> None:
-        try:
-            self.envs.close()
-        finally:
-            if self.started_ray:
-                import ray
 
-                ray.shutdown()
+def _local_ray() -> bool:
+    """Start a local Ray instance once per bench process (stopped at exit), as a cluster
+    is up before a vector env is built: its start-up is not the backend's. Returns whether
+    this process started it (else the driver was already connected to a cluster)."""
+    import atexit
+    import os
+
+    import ray
+
+    if ray.is_initialized():
+        return getattr(_local_ray, "started", False)
+    ray.init(num_cpus=os.cpu_count() or 1, include_dashboard=False, log_to_driver=False)
+    atexit.register(ray.shutdown)
+    _local_ray.started = True  # type: ignore[attr-defined]
+    return True
 
 
 def _build_retrovec_ray(game: str, workload: Workload, num_envs: int, seed: int) -> Runner:
@@ -346,23 +355,25 @@ def _build_retrovec_ray(game: str, workload: Workload, num_envs: int, seed: int)
 
     from retrovec.retro.factory import make
 
-    started = not ray.is_initialized()
-    if started:  # a local instance sized for this run; a connected cluster is used as is
-        ray.init(num_cpus=num_envs, include_dashboard=False, log_to_driver=False)
-    try:
-        envs = make(game, num_envs, preprocessing=workload.preprocessing, backend="ray")
-    except BaseException:
-        if started:
-            ray.shutdown()
-        raise
-    return RayRunner(envs, seed, started)
+    options = {}
+    if _local_ray():  # one runner for all the envs: this machine's CPUs shared among them
+        options["num_cpus"] = ray.cluster_resources().get("CPU", 1.0) / num_envs
+    envs = make(game, num_envs, preprocessing=workload.preprocessing, backend="ray", **options)
+    return RayRunner(envs, seed)
 
 
 def _ray_available() -> str | None:
     try:
         import ray  # noqa: F401
     except ImportError as exc:
-        return f"ray is not importable ({exc}); pip install 'retrovec[ray]'"
+        return (
+            f"ray is not importable ({exc}): pip install 'retrovec[ray]' (from a clone of the "
+            "repository: pip install -e '.[ray]')"
+        )
+    try:
+        _local_ray()  # here, before any measurement: a cluster is up before envs are built
+    except Exception as exc:  # noqa: BLE001 - the reason is the report's
+        return f"no Ray instance to run on: ray.init() failed ({exc})"
     return None
 
 
@@ -418,9 +429,11 @@ CONTENDERS: dict[str, Contender] = {
         Contender(
             "retrovec-ray",
             "retrovec ray",
-            "retrovec.make(game, n, backend='ray'): RayRetroVectorEnv, one Ray actor per env "
-            "(num_cpus=1), observations through Ray's object store; a local Ray instance "
-            "unless the driver is already connected to a cluster",
+            "retrovec.make(game, n, backend='ray'): RayRunnerVectorEnv, Ray env runners "
+            "each hosting a process vector env (one runner of n envs on a local instance), "
+            "one batch per runner per step through Ray's object store; a local Ray "
+            "instance started once per bench run (not counted in start-up) unless the "
+            "driver is already connected to a cluster",
             _build_retrovec_ray,
             _ray_available,
         ),

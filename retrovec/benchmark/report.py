@@ -18,7 +18,10 @@ import numpy as np
 __all__ = ["OUTPUT_STEM", "plot", "render_markdown", "write_outputs"]
 
 OUTPUT_STEM = "throughput"
-PLOT_HINT = "pip install 'retrovec[bench]' (matplotlib) to get the plot"
+PLOT_HINT = (
+    "pip install 'retrovec[bench]' (from a clone of the repository: pip install -e '.[bench]') "
+    "to get the plot (matplotlib)"
+)
 
 
 def _rate(value: float | None) -> str:

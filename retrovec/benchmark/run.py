@@ -28,6 +28,9 @@ __all__ = [
     "DEFAULT_ROUNDS",
     "DEFAULT_SECONDS",
     "FORMAT",
+    "FULL",
+    "QUICK",
+    "QUICK_CONTENDERS",
     "BenchmarkConfig",
     "Task",
     "describe_machine",
@@ -42,6 +45,9 @@ DEFAULT_NUM_ENVS = (1, 2, 4, 8, 16)
 DEFAULT_ROUNDS = 3
 DEFAULT_SECONDS = 3.0
 FORMAT = "retrovec-benchmark/1"
+
+#: The contenders of a quick comparison: retrovec against what people use today.
+QUICK_CONTENDERS = ("retrovec", "gymnasium", "sb3")
 
 
 # --------------------------------------------------------------------------- config and plan
@@ -88,6 +94,18 @@ class BenchmarkConfig:
             raise ValueError(f"seconds must be > 0, got {self.seconds!r}")
         if not isinstance(self.growth_steps, int) or self.growth_steps < 0:
             raise ValueError(f"growth_steps must be an int >= 0, got {self.growth_steps!r}")
+
+
+#: ``retrovec bench`` without options: retrovec, gymnasium's ``AsyncVectorEnv`` and SB3's
+#: ``SubprocVecEnv`` at 4 envs on raw frames, one round of 2 s each (about half a minute
+#: with start-up and the LIMIT measurement).
+QUICK = BenchmarkConfig(
+    num_envs=(4,), workloads=("rgb",), contenders=QUICK_CONTENDERS, rounds=1, seconds=2.0
+)
+
+#: ``retrovec bench --full``: the sweep of ``benchmarks/README.md`` over every contender
+#: but Ray's (``--ray`` adds it): 5 sizes x 2 workloads x 3 rounds of 3 s each.
+FULL = BenchmarkConfig(contenders=tuple(c for c in CONTENDERS if c != "retrovec-ray"))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -4,7 +4,9 @@ The value types (:func:`positive_int`, :func:`nonnegative_int`, :func:`positive_
 turn bad input into argparse usage errors (exit code 2) with one clear message;
 :func:`print_error` writes the ``retrovec COMMAND: error: ...`` line a command prints
 before it returns a non-zero exit code, and :func:`one_line` folds an exception's message
-onto that line.
+onto that line; :func:`install_command` is the ``pip install`` line of an extra, and
+:func:`plural` counts things in words. The checks of the commands' input live in
+:mod:`retrovec.cli.checks`.
 
 Example:
     >>> import argparse
@@ -19,13 +21,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import typing
 from collections.abc import Callable
 
 __all__ = [
     "DEFAULT_GAME",
     "Handler",
+    "Parser",
+    "install_command",
     "nonnegative_int",
     "one_line",
+    "plural",
     "positive_float",
     "positive_int",
     "print_error",
@@ -36,6 +42,29 @@ DEFAULT_GAME = "Airstriker-Genesis-v0"
 
 #: What a subcommand sets as ``handler``: parsed arguments in, exit code out.
 Handler = Callable[[argparse.Namespace], int]
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose usage errors are one line, as every other bad input.
+
+    argparse prints the usage synopsis and then the error; this prints only
+    ``PROG: error: MESSAGE (PROG --help shows the options)`` and exits with code 2, as
+    argparse does. Subparsers added to it are of this class too.
+
+    Example:
+        >>> import contextlib, io
+        >>> parser = Parser(prog="retrovec demo")
+        >>> _ = parser.add_argument("--num-envs", type=positive_int)
+        >>> err = io.StringIO()
+        >>> with contextlib.redirect_stderr(err), contextlib.suppress(SystemExit):
+        ...     parser.parse_args(["--num-envs", "0"])
+        >>> err.getvalue()
+        "retrovec demo: error: argument --num-envs: must be a positive integer, got '0' (retrovec demo --help shows the options)\\n"
+    """
+
+    def error(self, message: str) -> typing.NoReturn:
+        line = " ".join(message.split())
+        self.exit(2, f"{self.prog}: error: {line} ({self.prog} --help shows the options)\n")
 
 
 def positive_int(text: str) -> int:
@@ -123,3 +152,26 @@ def print_error(command: str, message: str) -> None:
         "retrovec run: error: cannot make 'Nope-v0'\\n"
     """
     print(f"retrovec {command}: error: {message}", file=sys.stderr)
+
+
+def install_command(extra: str) -> str:
+    """The command that installs a retrovec extra, from PyPI and from a clone.
+
+    Example:
+        >>> install_command("atari")
+        "pip install 'retrovec[atari]' (from a clone of the repository: pip install -e '.[atari]')"
+    """
+    return (
+        f"pip install 'retrovec[{extra}]' "
+        f"(from a clone of the repository: pip install -e '.[{extra}]')"
+    )
+
+
+def plural(count: int, noun: str) -> str:
+    """``count`` and ``noun``, with an ``s`` unless ``count`` is 1.
+
+    Example:
+        >>> plural(1, "episode"), plural(3, "vector step"), plural(0, "game")
+        ('1 episode', '3 vector steps', '0 games')
+    """
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"

@@ -84,7 +84,7 @@ def _add_states_parser(subparsers: Any) -> None:
         action="store_true",
         help="search every integration (stable, experimental, contrib), not only stable",
     )
-    p.set_defaults(handler=_cmd_states)
+    p.set_defaults(handler=_cmd_states, needs_rom=False)  # checks: integrated is enough
 
 
 def _cmd_states(args: argparse.Namespace) -> int:

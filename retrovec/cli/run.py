@@ -23,6 +23,7 @@ from retrovec.cli.arguments import (
     DEFAULT_GAME,
     nonnegative_int,
     one_line,
+    plural,
     positive_float,
     positive_int,
     print_error,
@@ -115,7 +116,7 @@ def _format_stats_text(result: dict[str, Any]) -> str:
             f"{result['autoreset_mode']} autoreset, seed {result['seed']}"
         ),
         f"env steps/s: {result['steps_per_second']:,.1f}",
-        f"total steps: {result['total_steps']} ({result['vector_steps']} vector steps)",
+        f"total steps: {result['total_steps']} ({plural(result['vector_steps'], 'vector step')})",
         (
             f"wall time:   {result['wall_seconds']:.2f} s stepping "
             f"(make {result['make_seconds']:.2f} s, reset {result['reset_seconds']:.2f} s)"

@@ -4,8 +4,9 @@ commands reach the envs.
 Both backends, worker processes (:class:`~retrovec.AsyncRetroVectorEnv`) and Ray actors
 (:class:`~retrovec.core.ray_backend.RayRetroVectorEnv`), are this class plus a transport.
 What each env is doing lives in one :class:`~retrovec.core.slots.SlotTable`; the gymnasium
-calls, their ``*_async``/``*_wait`` halves and EnvPool-style batches
-(:class:`~retrovec.core.batches.AsyncBatchesMixin`) are views of it. A dead worker is
+calls, their ``*_async``/``*_wait`` halves, EnvPool-style batches
+(:class:`~retrovec.core.batches.AsyncBatchesMixin`) and targeted calls to chosen envs
+(``envs.at(indices)``, :mod:`retrovec.core.selection`) are views of it. A dead worker is
 handled by one restart policy keyed by the command it was given
 (:mod:`retrovec.core.restart`).
 
@@ -63,6 +64,7 @@ from retrovec.core.commands import CommandsMixin
 from retrovec.core.info_columns import InfoSchema, batch_info_columns, decode_info
 from retrovec.core.infos import batch_infos
 from retrovec.core.restart import ReplacementDied, RestartMixin
+from retrovec.core.selection import SelectionMixin
 from retrovec.core.signals import InterruptGuard
 from retrovec.core.slots import CALL, SlotTable
 from retrovec.core.spaces import SpacesMixin
@@ -74,7 +76,7 @@ __all__ = ["ReplacementDied", "RetroVectorEnvBase", "base_arguments"]  # for tra
 
 
 class RetroVectorEnvBase(
-    CommandsMixin, RestartMixin, SpacesMixin, AsyncBatchesMixin, VectorEnv
+    CommandsMixin, RestartMixin, SelectionMixin, SpacesMixin, AsyncBatchesMixin, VectorEnv
 ):
     """The transport-agnostic part of retrovec's vector envs (see the module docstring).
 
@@ -454,10 +456,12 @@ class RetroVectorEnvBase(
         """Wait for :meth:`call_async`'s results.
 
         Raises:
-            NoAsyncCallError: No ``call_async`` is pending.
+            NoAsyncCallError: No ``call_async`` is pending (or only a targeted one, sent
+                by ``envs.at(...).call_async``).
             WorkerTimeoutError: Some envs did not answer in time; the call stays pending.
         """
         self._expect("call_wait", AsyncState.WAITING_CALL, "call_async")
+        self._assert_not_selected("call_wait")
         return self._finish_call("call_wait", timeout, tuple)
 
     def get_attr(self, name: str) -> tuple[Any, ...]:

@@ -39,20 +39,29 @@ import pickle
 import sys
 import traceback
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from gymnasium import Env
 from gymnasium.vector import AutoresetMode
 
 from retrovec.core.autoreset import autoreset_step
 
-__all__ = ["RESERVED_CALLS", "EnvServer", "ErrorPayload", "describe", "error_reply"]
+__all__ = ["RESERVED_CALLS", "EnvServer", "ErrorPayload", "Restored", "describe", "error_reply"]
 
 #: Methods that ``call`` must not reach (they have their own commands), as in gymnasium.
 RESERVED_CALLS = ("reset", "step", "close", "_setattr", "_check_spaces")
 
 #: ``(the exception if it survives pickling, its type name, its message, the traceback)``.
 ErrorPayload = tuple[BaseException | None, str, str, str]
+
+
+class Restored(NamedTuple):
+    """What a ``call`` returns when it moved its env to another point of an episode (such
+    as ``load_snapshot``, :mod:`retrovec.retro.snapshots`): the server then drops a
+    pending autoreset and takes ``observation`` as the env's last observation."""
+
+    observation: Any
+    info: dict
 
 
 def error_reply(error: BaseException) -> tuple[bool, ErrorPayload]:
@@ -154,7 +163,11 @@ class EnvServer:
                 f"Trying to call function `{name}` with `call`, use `{name}` directly instead."
             )
         attribute = self.env.get_wrapper_attr(name)
-        return attribute(*args, **kwargs) if callable(attribute) else attribute
+        result = attribute(*args, **kwargs) if callable(attribute) else attribute
+        if isinstance(result, Restored):  # the episode goes on from a loaded state
+            self.needs_reset = False
+            self.last_observation = result.observation
+        return result
 
     def setattr(self, argument: tuple[str, Any]) -> None:
         name, value = argument

@@ -3,7 +3,8 @@
 :func:`make` is the entry point of retrovec: it checks its arguments in the parent, then
 returns an :class:`~retrovec.core.process_backend.AsyncRetroVectorEnv` whose workers each build one
 emulator (stable-retro allows one per process). :func:`make_env` builds a single env in
-the calling process; it is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id.
+the calling process; the ``retrovec/Retro-v0`` gymnasium id builds with both
+(:mod:`retrovec.retro.registration`).
 
 Example:
     >>> from retrovec.retro.factory import make
@@ -17,9 +18,8 @@ Example:
 from __future__ import annotations
 
 import functools
-import operator
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -27,12 +27,21 @@ import stable_retro
 from stable_retro import Actions, Observations, State
 from stable_retro.data import Integrations
 
-from retrovec.errors import InvalidGameError
+from retrovec.errors import SpacesMismatchError
 from retrovec.retro.games import resolve_inttype, validate_data_file, validate_game, validate_state
+from retrovec.retro import make_checks as checks
+from retrovec.retro.emulators import SECOND_EMULATOR, choose_context, second_emulator_error
+from retrovec.retro.make_checks import check_wrappers as _check_wrappers
+from retrovec.retro.make_checks import is_int_at_least as _is_int_at_least
+from retrovec.retro.make_checks import spaces_mismatch
+from retrovec.retro.multiplayer import fix_multi_discrete
 from retrovec.retro.multiplayer import PlayerRewards
 from retrovec.core.processes import available_cores
-from retrovec.retro.recording import RecordMovies, env_movie_dir
+from retrovec.retro.curriculum import WrapStartStates, check_state_weights, locate_states
+from retrovec.retro.recording import RecordMovies, movie_folders
 from retrovec.retro.scenario import remember_scenario_path, scenario_path
+from retrovec.retro.snapshots import SaveStates
+from retrovec.retro.variables import GameVariables
 from retrovec.core.process_backend import AsyncRetroVectorEnv
 from retrovec.retro.wrappers.fused import fast_step
 from retrovec.retro.wrappers.preprocessing import Preprocessing
@@ -45,8 +54,17 @@ BACKENDS = ("process", "ray")
 DEFAULT_GAME = "Airstriker-Genesis-v0"
 """The one game whose ROM ships with stable-retro."""
 
-StateArg = str | os.PathLike[str] | State
+StateArg = str | os.PathLike[str] | State | None
 Wrapper = Callable[[gym.Env], gym.Env]
+DataFileArg = str | os.PathLike[str] | None
+
+_ONE_GAME = "a game id string such as 'Airstriker-Genesis-v0'"
+_ONE_STATE = "a state name, a .state path, a stable_retro.State or None (power-on)"
+_ONE_FILE = "None, a file name without .json, or the path of a .json file"
+
+
+def _is_state(value: object) -> bool:
+    return value is None or isinstance(value, (str, os.PathLike, State))
 
 
 def default_num_envs() -> int:
@@ -77,7 +95,13 @@ def _make_retro_env(
         for path in custom_paths:
             if path not in Integrations.CUSTOM_PATHS:
                 Integrations.add_custom_path(path)
-    env = (make_fn or stable_retro.make)(game=game, state=state, **retro_kwargs)
+    try:
+        env = (make_fn or stable_retro.make)(game=game, state=state, **retro_kwargs)
+    except RuntimeError as error:  # stable-retro's bare "one emulator per process"
+        if SECOND_EMULATOR in str(error):
+            raise second_emulator_error(error) from error
+        raise
+    fix_multi_discrete(env)  # stable-retro's own crashes with players >= 2
     if make_fn is None:  # lets FusedFrameSkip compute rewards without update_ram
         path = scenario_path(game, retro_kwargs.get("scenario"), retro_kwargs.get("inttype"))
         remember_scenario_path(env, path)
@@ -86,47 +110,13 @@ def _make_retro_env(
     return env
 
 
-def _is_int_at_least(value: object, low: int) -> bool:
-    try:
-        index = operator.index(value)  # type: ignore[arg-type]
-    except TypeError:
-        return False
-    return not isinstance(value, bool) and index >= low
-
-
-def _check_num_envs(num_envs: object) -> int:
-    if isinstance(num_envs, bool) or not hasattr(num_envs, "__index__"):
-        raise TypeError(f"num_envs must be an int >= 1, got {num_envs!r}")
-    n = operator.index(num_envs)  # type: ignore[arg-type]
-    if n < 1:
-        raise InvalidGameError(f"num_envs must be an int >= 1, got {n}")
-    return n
-
-
-def _check_wrappers(wrappers: Sequence[Wrapper]) -> tuple[Wrapper, ...]:
-    if callable(wrappers):
-        raise TypeError(
-            f"wrappers must be a sequence of callables env -> env, got {wrappers!r}: "
-            "for a single wrapper pass a list, wrappers=[wrapper]"
-        )
-    if not isinstance(wrappers, Sequence) or isinstance(wrappers, str):
-        raise TypeError(
-            "wrappers must be a sequence of callables env -> env, applied in order, got "
-            f"{wrappers!r}"
-        )
-    for i, wrapper in enumerate(wrappers):
-        if not callable(wrapper):
-            raise TypeError(f"wrappers[{i}] must be a callable env -> env, got {wrapper!r}")
-    return tuple(wrappers)
-
-
 def make(
-    game: str = DEFAULT_GAME,
+    game: str | Sequence[str] = DEFAULT_GAME,
     num_envs: int | None = None,
     *,
     state: StateArg | Sequence[StateArg] = State.DEFAULT,
-    scenario: str | None = None,
-    info: str | None = None,
+    scenario: DataFileArg | Sequence[DataFileArg] = None,
+    info: DataFileArg | Sequence[DataFileArg] = None,
     players: int = 1,
     obs_type: Observations = Observations.IMAGE,
     use_restricted_actions: Actions = Actions.FILTERED,
@@ -139,7 +129,9 @@ def make(
     validate: bool | None = None,
     seed: int | None = None,
     multi_rewards: bool = False,
-    record: str | os.PathLike[str] | None = None,
+    record: str | os.PathLike[str] | bool | None = None,
+    record_envs: Sequence[int] | None = None,
+    record_keep_best: int | None = None,
     backend: str = "process",
     **vector_kwargs: Any,
 ) -> AsyncRetroVectorEnv:
@@ -150,19 +142,39 @@ def make(
     ``envs.reset(seed=...)`` as with any gymnasium vector env.
 
     Args:
-        game: A stable-retro game id; see :func:`retrovec.retro.games.list_games`.
-        num_envs: How many envs (and worker processes). ``None``: the length of ``state``
-            when that is a sequence, else :func:`default_num_envs` (the CPUs this process
-            may use).
+        game: A stable-retro game id (see :func:`retrovec.retro.games.list_games`), or a
+            sequence with one per env: one vector env then plays several games (the
+            Retro Contest setup), which must have the same spaces after ``preprocessing``
+            and ``wrappers`` (e.g. ``Preprocessing(resize=...)`` and a
+            :class:`~retrovec.retro.wrappers.Discretizer` with combos per console); if
+            they do not, ``SpacesMismatchError`` says which envs play what and how to make
+            them match. Each env's ``gamename`` attribute says its game.
+        num_envs: How many envs (and worker processes). ``None``: the length of the
+            sequences among ``game``, ``state``, ``scenario`` and ``info`` (which must
+            agree), else :func:`default_num_envs` (the CPUs this process may use).
         state: Where each env starts: ``stable_retro.State.DEFAULT`` (the game's default
-            state), ``stable_retro.State.NONE`` (power-on), a state name such as
-            ``"Level1"``, or the path of a gzip-compressed ``.state`` file; or a sequence
-            (list, tuple) of those with exactly one per env. A string is one state.
+            state), ``stable_retro.State.NONE`` or ``None`` (power-on, as in stable-retro's
+            docs), a state name such as ``"Level1"``, or the path (``str`` or
+            ``pathlib.Path``, absolute or relative to the working directory) of a
+            gzip-compressed ``.state`` file; or a sequence (list, tuple) of those with
+            exactly one per env. A string is one state. Paths are made absolute ``str``
+            here, also with a ``make_fn`` (a worker may run in another directory).
+            Or a mapping ``{state: weight}`` (names or ``.state`` paths; weights >= 0,
+            not all zero), for every env: each episode starts from a state drawn with
+            probability proportional to its weight, from the env's own generator that
+            ``reset(seed=...)`` seeds; the reset info's ``"state"`` names it, and
+            ``envs.at(i).call("set_state_weights", {...})`` changes the weights (see
+            :mod:`retrovec.retro.curriculum`).
         scenario: Name (without ``.json``) or ``.json`` path of the scenario file that
-            defines reward and done; ``None``: the game's ``scenario.json``.
+            defines reward and done; ``None``: the game's ``scenario.json``. Or a
+            sequence with one per env.
         info: Name or ``.json`` path of the data file that names RAM variables;
-            ``None``: the game's ``data.json``.
-        players: Number of players.
+            ``None``: the game's ``data.json``. Or a sequence with one per env.
+        players: Number of players. Every ``use_restricted_actions`` works with two
+            players, ``MULTI_DISCRETE`` included (stable-retro's own decoding of it
+            crashes; retrovec gives those envs
+            :func:`~retrovec.retro.multiplayer.fix_multi_discrete`'s); see
+            ``docs/multiplayer.md``.
         obs_type: ``Observations.IMAGE`` (RGB frames) or ``Observations.RAM``.
         use_restricted_actions: The action space, as in :func:`stable_retro.make`.
         inttype: Integrations to search for the game. The default,
@@ -206,15 +218,30 @@ def make(
         record: A folder: every env writes one stable-retro ``.bk2`` movie per episode
             into its own subfolder ``record/env-{i:03d}/``, numbered after the movies
             already there, never overwriting one; see :mod:`retrovec.retro.recording`. The
-            folders are created here.
+            folders are created here. ``True``: the default folder
+            ``./retrovec-movies/<game>/`` (relative to this process's working
+            directory), so env ``i`` records into
+            ``./retrovec-movies/<game>/env-{i:03d}/``. Every env can also start and stop
+            recording at runtime (``envs.at([0, 2]).call("start_recording", folder)``,
+            ``call("stop_recording")``), with or without ``record``.
+        record_envs: Record only these envs (indices), e.g. ``record="movies",
+            record_envs=[0, 3]``; ``None``: every env.
+        record_keep_best: Keep only each recording env's N movies with the highest
+            returns (see :class:`~retrovec.retro.recording.RecordMovies`); ``None``: all.
         **vector_kwargs: Passed to :class:`~retrovec.core.process_backend.AsyncRetroVectorEnv`:
             ``shared_memory``, ``copy``, ``context``, ``daemon``, ``observation_mode``,
-            ``autoreset_mode``, ``timeout``.
+            ``autoreset_mode``, ``timeout``. ``context`` (the start method) not given:
+            the platform's default, except that when it is ``fork`` and this process
+            holds a live stable-retro env (which forked workers would inherit, and
+            stable-retro allows one emulator per process), ``"forkserver"``; see
+            :mod:`retrovec.retro.emulators`.
         backend: ``"process"`` (default): every env in a worker process of this
-            machine. ``"ray"``: every env in a Ray actor, anywhere in a Ray cluster,
-            behind the same API (:class:`~retrovec.core.ray_backend.RayRetroVectorEnv`; needs
+            machine. ``"ray"``: Ray env runners anywhere in a Ray cluster, each a process
+            vector env for ``envs_per_runner`` envs, behind the same API
+            (:class:`~retrovec.core.ray_runners.RayRunnerVectorEnv`; needs
             ``pip install 'retrovec[ray]'``; see ``docs/ray.md``). ``vector_kwargs`` then
-            go to that class (``num_cpus``, ``actor_options``, ``copy``, ...).
+            go to that class (``envs_per_runner``, ``num_cpus``, ``runner_options``,
+            ``placement_group``, ``copy``, ...).
 
     Returns:
         The vector env, not yet reset. Close it (or use it in a ``with`` block) to stop
@@ -224,11 +251,15 @@ def make(
         UnknownGameError: No integration has ``game``; the message lists close names.
         RomNotImportedError: The game's ROM is not imported; the message says how.
         UnknownStateError: The game has no such state; the message lists its states.
-        InvalidGameError: ``num_envs`` < 1, a state list whose length is not
-            ``num_envs``, or a missing scenario or info file.
+        InvalidGameError: ``num_envs`` < 1, a per-env sequence whose length is not
+            ``num_envs``, or a missing scenario or info file. When an argument is given
+            per env, these messages start with the envs concerned (``"env 2: ..."``).
+        SpacesMismatchError: The envs' spaces differ (several games: the message lists
+            which envs play what and how to make the spaces match).
         ValueError: ``render_mode`` is not ``None`` or ``"rgb_array"``; bad ``players``,
             ``max_episode_steps`` or ``seed``; ``record`` is a file; ``preprocessing``
-            that needs images with ``obs_type=Observations.RAM``.
+            that needs images with ``obs_type=Observations.RAM``; ``state`` weights
+            that are negative, not finite or all zero.
         TypeError: An argument of the wrong type, such as ``wrappers`` that are not a
             sequence of callables.
 
@@ -240,28 +271,28 @@ def make(
         ...     obs, infos = envs.reset(seed=0)
         ...     obs, rewards, terminations, truncations, infos = envs.step(
         ...         envs.action_space.sample())
+
+        Two Atari games in one vector env (same console, so the same buttons):
+
+        >>> envs = retrovec.make(["Pong-Atari2600-v0", "Breakout-Atari2600-v0"],
+        ...                      preprocessing=retrovec.Preprocessing.atari())  # doctest: +SKIP
+        >>> envs.get_attr("gamename")  # doctest: +SKIP
+        ('Pong-Atari2600-v0', 'Breakout-Atari2600-v0')
     """
-    one_state = isinstance(state, (str, os.PathLike, State))
-    if not one_state and not isinstance(state, Sequence):
-        raise TypeError(
-            "state must be a state name, a .state path, a stable_retro.State, or a sequence "
-            f"with one of those per env, got {state!r}"
-        )
-    if num_envs is None:
-        num_envs = default_num_envs() if one_state else len(state)
-    num_envs = _check_num_envs(num_envs)
-    states = [state] * num_envs if one_state else list(state)
-    for i, s in enumerate(states):
-        if not isinstance(s, (str, os.PathLike, State)):
-            raise TypeError(
-                f"state[{i}] must be a state name, a .state path or a stable_retro.State, "
-                f"got {s!r}"
-            )
-    if len(states) != num_envs:
-        raise InvalidGameError(
-            f"state lists {len(states)} states but num_envs is {num_envs}: pass one state "
-            "for every env, or a sequence with exactly one state per env."
-        )
+    weights = None
+    if isinstance(state, Mapping):  # a curriculum: StartStates draws a state per episode
+        weights = check_state_weights(state)
+        state = next(iter(weights))  # what each env is built with, before its first draw
+    per_env_args = {"game": game, "state": state, "scenario": scenario, "info": info}
+    num_envs = checks.infer_num_envs(num_envs, per_env_args, default_num_envs())
+    games = checks.per_env("game", game, num_envs, checks.is_game, _ONE_GAME)
+    states = checks.per_env("state", state, num_envs, _is_state, _ONE_STATE)
+    states = [State.NONE if s is None else s for s in states]  # None: power-on
+    scenarios = checks.per_env("scenario", scenario, num_envs, checks.is_data_file, _ONE_FILE)
+    infos = checks.per_env("info", info, num_envs, checks.is_data_file, _ONE_FILE)
+    # Errors name the envs when an argument differs per env ("env 2: Unknown game ...").
+    name_envs = any(not isinstance(v, (str, os.PathLike, State, type(None)))
+                    for v in per_env_args.values())
     if render_mode not in (None, "rgb_array"):
         raise ValueError(
             f"render_mode must be None or 'rgb_array', got {render_mode!r}: the envs run in "
@@ -280,11 +311,7 @@ def make(
         raise ValueError(f"backend must be one of {list(BACKENDS)}, got {backend!r}")
     if not isinstance(multi_rewards, bool):
         raise TypeError(f"multi_rewards must be True or False, got {multi_rewards!r}")
-    if record is not None:
-        if not isinstance(record, (str, os.PathLike)):
-            raise TypeError(f"record must be None or a folder path, got {record!r}")
-        if os.path.exists(record) and not os.path.isdir(record):
-            raise ValueError(f"record must be a folder, but {os.fspath(record)!r} is a file")
+    movie_dirs = movie_folders(record, record_envs, games, record_keep_best)
     wrappers = _check_wrappers(wrappers)
     if make_fn is not None and not callable(make_fn):
         raise TypeError(f"make_fn must be callable like stable_retro.make, got {make_fn!r}")
@@ -310,31 +337,37 @@ def make(
 
     inttype = resolve_inttype(inttype)
     if validate or (validate is None and make_fn is None):
-        validate_game(game, inttype)
-        checked: dict[Any, StateArg] = {}
-        for i, s in enumerate(states):
-            if s not in checked:
-                checked[s] = validate_state(game, s, inttype)
-            states[i] = checked[s]
-        scenario = validate_data_file(game, scenario, "scenario", inttype)
-        info = validate_data_file(game, info, "info", inttype)
+        checks.validate_envs(games, states, scenarios, infos, inttype, name_envs)
+    else:  # str paths (stable-retro takes no Path), absolute (a worker may chdir)
+        for values in (states, scenarios, infos):
+            values[:] = [checks.absolute_file(v) for v in values]
+    locations = None if weights is None else locate_states(
+        games, weights, inttype, validate or (validate is None and make_fn is None)
+    )
 
     if max_episode_steps is not None:
         limit = functools.partial(gym.wrappers.TimeLimit, max_episode_steps=max_episode_steps)
         wrappers = (limit, *wrappers)
     if multi_rewards:  # outside preprocessing, whose frame skip sums per-player rewards
         wrappers = (PlayerRewards, *wrappers)
+    # Above the preprocessing: the game variables in reset infos and each episode's start
+    # state; outermost, seeing every layer: snapshots (retrovec.retro.snapshots).
+    start = WrapStartStates(weights, locations, inttype)
+    wrappers = (GameVariables.wrap, start, *wrappers, SaveStates.wrap)
     if preprocessing is not None:  # inside the TimeLimit: max_episode_steps counts agent steps
         wrappers = (preprocessing.wrap, *wrappers)
     else:  # RetroEnv.step without update_ram; Preprocessing(fused=False) turns it off
         wrappers = (fast_step, *wrappers)
-    # Movies wrap the RetroEnv itself: started by its own reset, holding every frame.
-    per_env: list[tuple[Wrapper, ...]] = [()] * num_envs
-    if record is not None:
-        movie_dirs = [os.path.abspath(env_movie_dir(record, i)) for i in range(num_envs)]
-        for directory in movie_dirs:
+    # Movies: outermost in every env, so that any env can start recording at runtime; they
+    # see every frame through RetroEnv.movie wherever they sit (retrovec.retro.recording).
+    for directory in movie_dirs:
+        if directory is not None:
             os.makedirs(directory, exist_ok=True)
-        per_env = [(functools.partial(RecordMovies, directory=d),) for d in movie_dirs]
+    per_env: list[tuple[Wrapper, ...]] = [
+        (functools.partial(RecordMovies, directory=d, index=i,
+                           keep_best=record_keep_best if d else None),)
+        for i, d in enumerate(movie_dirs)
+    ]
     custom_paths: tuple[str, ...] = ()
     if inttype & Integrations.CUSTOM_ONLY:
         Integrations._init()
@@ -350,19 +383,33 @@ def make(
     )
     env_fns = [
         functools.partial(
-            _make_retro_env, game, s, retro_kwargs, make_fn, (*first, *wrappers), custom_paths
+            _make_retro_env, g, s, dict(retro_kwargs, scenario=sc, info=inf), make_fn,
+            (*wrappers, *last), custom_paths,
         )
-        for s, first in zip(states, per_env)
+        for g, s, sc, inf, last in zip(games, states, scenarios, infos, per_env)
     ]
     # Retro button spaces: actions are checked in the parent, and 0/1 floats (a Bernoulli
     # sample from a policy) are accepted (see AsyncRetroVectorEnv's validate_actions).
     vector_kwargs.setdefault("validate_actions", True)
-    if backend == "ray":
-        from retrovec.core.ray_backend import RayRetroVectorEnv  # Ray is an optional extra
+    if backend == "process":  # forkserver when fork would inherit this process's emulator
+        vector_kwargs["context"] = choose_context(vector_kwargs.get("context"))
+    try:
+        if backend == "ray":
+            from retrovec.core.ray_runners import RayRunnerVectorEnv  # Ray: optional extra
 
-        envs = RayRetroVectorEnv(env_fns, **vector_kwargs)
-    else:
-        envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
+            envs = RayRunnerVectorEnv(env_fns, **vector_kwargs)
+        else:
+            envs = AsyncRetroVectorEnv(env_fns, **vector_kwargs)
+    except SpacesMismatchError as error:
+        if len(set(zip(games, scenarios, infos))) < 2:
+            raise
+        # Several games: show every game's spaces, each from one env built alone in a
+        # process here (Ray's envs may not be buildable on this machine: left out).
+        context = vector_kwargs.get("context")
+        probe = None if backend == "ray" else (
+            lambda i: checks.probe_spaces(env_fns[i], context)
+        )
+        raise spaces_mismatch(error, games, scenarios, infos, probe) from error
     if seed is not None:
         try:
             for space in (
@@ -389,13 +436,14 @@ def make_env(
 ) -> gym.Env:
     """Build one stable-retro env in this process, after the same checks as :func:`make`.
 
-    This is the ``entry_point`` of the ``retrovec/Retro-v0`` gymnasium id. Unlike
+    ``gymnasium.make("retrovec/Retro-v0", ...)`` builds with it. Unlike
     :func:`stable_retro.make`, ``render_mode`` defaults to ``None`` rather than
     ``"human"`` (which opens a window). Only one emulator may exist per process.
 
     Args:
         game: A stable-retro game id.
-        state: A ``stable_retro.State``, state name, or ``.state`` path.
+        state: A ``stable_retro.State``, ``None`` (power-on), state name, or ``.state``
+            path.
         inttype: Integrations to search for the game.
         render_mode: ``None``, ``"rgb_array"`` or ``"human"``.
         preprocessing: As in :func:`make`: applied to the env before it is returned
@@ -416,7 +464,7 @@ def make_env(
     """
     inttype = resolve_inttype(inttype)
     validate_game(game, inttype)
-    state = validate_state(game, state, inttype)
+    state = validate_state(game, State.NONE if state is None else state, inttype)
     for kind in ("scenario", "info"):
         retro_kwargs[kind] = validate_data_file(game, retro_kwargs.get(kind), kind, inttype)
     if preprocessing is not None and not isinstance(preprocessing, Preprocessing):
@@ -428,6 +476,7 @@ def make_env(
         game=game, state=state, inttype=inttype, render_mode=render_mode, **retro_kwargs
     )
     remember_scenario_path(env, scenario_path(game, retro_kwargs.get("scenario"), inttype))
+    fix_multi_discrete(env)
     if preprocessing is None:
         return env
     try:

@@ -39,8 +39,8 @@ __all__ = [
 
 _IMPORT_HINT = "python -m stable_retro.import /path/to/your/roms"
 _ATARI_IMPORT_HINT = (
-    "python -m stable_retro.import \"$(python -c 'import ale_py, os; "
-    'print(os.path.join(os.path.dirname(ale_py.__file__), "roms"))\')"'
+    "pip install 'retrovec[atari]' && retrovec roms import\n(ale-py brings the ROMs; from a "
+    "clone of the repository: pip install -e '.[atari]' && retrovec roms import)."
 )
 
 
@@ -193,7 +193,7 @@ def validate_game(game: str, inttype: Integrations = Integrations.DEFAULT) -> st
         >>> validate_game("Airstrikr-Genesis-v0")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
-        retrovec.errors.UnknownGameError: Unknown game 'Airstrikr-Genesis-v0'. Did you mean: 'Airstriker-Genesis-v0', ...? `retrovec.retro.games.list_games()` lists all.
+        retrovec.errors.UnknownGameError: Unknown game 'Airstrikr-Genesis-v0'. Did you mean: 'Airstriker-Genesis-v0', ...? `retrovec games` (in Python: `retrovec.retro.games.list_games()`) lists all.
         >>> validate_game("SonicTheHedgehog-Genesis-v0")  # doctest: +ELLIPSIS
         Traceback (most recent call last):
         ...
@@ -210,11 +210,14 @@ def validate_game(game: str, inttype: Integrations = Integrations.DEFAULT) -> st
     if plain and retro_data.get_file_path(game, "rom.sha", inttype):
         how = _IMPORT_HINT
         if "-Atari2600" in game:
-            how += f"\nor, for the Atari ROMs that ship with ale-py:\n    {_ATARI_IMPORT_HINT}"
+            how += f";\nor, for the Atari 2600 ROMs that ship with ale-py:\n    {_ATARI_IMPORT_HINT}"
+        else:
+            how += "."
         raise RomNotImportedError(
             f"The ROM of {game!r} has not been imported into stable-retro. Import your ROMs "
-            f"with:\n    {how}\n`retrovec.retro.games.list_games(imported_only=True)` lists the "
-            "games that can run now."
+            f"with:\n    {how}\n`retrovec games --imported` (in Python: "
+            "`retrovec.retro.games.list_games(imported_only=True)`) lists the games that can "
+            "run now."
         )
     message = f"Unknown game {game!r}."
     if game in list_games(Integrations.ALL) and inttype != Integrations.ALL:
@@ -226,7 +229,9 @@ def validate_game(game: str, inttype: Integrations = Integrations.DEFAULT) -> st
         close = difflib.get_close_matches(game, list_games(Integrations.ALL), n=3)
         if close:
             message += " Did you mean: " + ", ".join(repr(c) for c in close) + "?"
-    raise UnknownGameError(message + " `retrovec.retro.games.list_games()` lists all.")
+    raise UnknownGameError(
+        message + " `retrovec games` (in Python: `retrovec.retro.games.list_games()`) lists all."
+    )
 
 
 def validate_state(
@@ -261,7 +266,7 @@ def validate_state(
         >>> validate_state("Airstriker-Genesis-v0", "Level2")
         Traceback (most recent call last):
         ...
-        retrovec.errors.UnknownStateError: Game 'Airstriker-Genesis-v0' has no state 'Level2'. Expected stable_retro.State.DEFAULT, stable_retro.State.NONE, one of ['Level1'], or the path of a .state file.
+        retrovec.errors.UnknownStateError: Game 'Airstriker-Genesis-v0' has no state 'Level2'. Expected stable_retro.State.DEFAULT, stable_retro.State.NONE, one of ['Level1'] (`retrovec states Airstriker-Genesis-v0`), or the path of a .state file.
     """
     if isinstance(state, stable_retro.State):
         return state
@@ -283,10 +288,16 @@ def validate_state(
                     f"{filename!r} is not a save state: save states are gzip-compressed."
                 )
         return os.path.abspath(filename)
+    if os.path.isdir(name):
+        raise UnknownStateError(
+            f"Game {game!r} has no state {name!r}: it is a folder, not a .state file."
+        )
+    if not is_name:  # a path
+        raise UnknownStateError(f"Game {game!r} has no state {name!r}: no such file.")
     raise UnknownStateError(
         f"Game {game!r} has no state {name!r}. Expected stable_retro.State.DEFAULT, "
-        f"stable_retro.State.NONE, one of {list_states(game, inttype)}, or the path of a "
-        ".state file."
+        f"stable_retro.State.NONE, one of {list_states(game, inttype)} (`retrovec states "
+        f"{game}`), or the path of a .state file."
     )
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import gc
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -218,8 +218,16 @@ def _replay(plan: _Plan) -> Iterator[ReplayStep]:
         gc.collect()  # the emulator must be gone before this process makes another
 
 
-def _play(env: stable_retro.RetroEnv, movie: stable_retro.Movie) -> Iterator[ReplayStep]:
+def _play(
+    env: stable_retro.RetroEnv,
+    movie: stable_retro.Movie,
+    after_frame: Callable[[], None] | None = None,
+) -> Iterator[ReplayStep]:
+    """Replay ``movie`` on ``env``; ``after_frame`` runs after the reset's frame and after
+    every recorded step (to read the emulator then, say its sound)."""
     observation, _ = env.reset()
+    if after_frame is not None:
+        after_frame()
     players = int(movie.players)
     buttons = env.num_buttons
     while movie.step():
@@ -228,6 +236,8 @@ def _play(env: stable_retro.RetroEnv, movie: stable_retro.Movie) -> Iterator[Rep
             dtype=np.uint8,
         )
         next_observation, reward, terminated, _, step_info = env.step(keys)
+        if after_frame is not None:
+            after_frame()
         rewards = np.asarray(reward, dtype=np.float64).reshape(players)
         yield ReplayStep(
             observation=observation,
@@ -246,16 +256,19 @@ def movie_to_mp4(
     out: str | os.PathLike[str] | None = None,
     *,
     fps: float | None = None,
+    audio: bool = True,
     inttype: Integrations = Integrations.DEFAULT,
 ) -> str:
-    """Render a ``.bk2`` movie to an mp4 video (no sound), in this process.
+    """Render a ``.bk2`` movie to an mp4 video, with the game's sound, in this process.
 
-    Needs the ``video`` extra: ``pip install 'retrovec[video]'``.
+    The same as :func:`retrovec.retro.video.movie_to_video`; see there. Needs the
+    ``video`` extra: ``pip install 'retrovec[video]'``.
 
     Args:
         path: A ``.bk2`` file.
         out: The video file; ``None``: ``path`` with ``.mp4`` in place of ``.bk2``.
         fps: Frames per second; ``None``: the emulator's own frame rate (about 60).
+        audio: Add the game's sound (an AAC track); ``False``: video only.
         inttype: Integrations to search for the movie's game, as in :func:`replay`.
 
     Returns:
@@ -271,26 +284,6 @@ def movie_to_mp4(
         >>> movie_to_mp4("movies/env-000/Airstriker-Genesis-v0-Level1-000000.bk2")  # doctest: +SKIP
         'movies/env-000/Airstriker-Genesis-v0-Level1-000000.mp4'
     """
-    from retrovec.retro.video import VideoWriter, require_imageio
+    from retrovec.retro.video import movie_to_video
 
-    require_imageio()  # fail before the emulator starts
-    name = os.fspath(path)
-    if out is None:
-        out = (name[: -len(".bk2")] if name.endswith(".bk2") else name) + ".mp4"
-    out = os.fspath(out)
-    plan = _plan(name, None, None, inttype)
-    env = _replay_env(plan)
-    try:
-        rate = fps if fps is not None else float(env.em.get_screen_rate()) or 60.0
-        with VideoWriter(out, fps=rate) as writer:
-            first = True
-            for step in _play(env, plan.movie):
-                if first:
-                    writer.write(step.observation)
-                    first = False
-                writer.write(step.next_observation)
-    finally:
-        env.close()
-        del env
-        gc.collect()
-    return out
+    return movie_to_video(path, out, fps=fps, audio=audio, inttype=inttype)

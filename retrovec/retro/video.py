@@ -4,6 +4,10 @@
 * :class:`VideoWriter` writes frames to an mp4 with ``imageio``'s ffmpeg plugin.
 * :class:`VectorVideoRecorder` is a gymnasium ``VectorWrapper`` that writes the tiled
   observations (or ``render()`` frames) of every env to one mp4, every ``every`` steps.
+* :func:`movie_to_video` renders a ``.bk2`` movie to an mp4 **with the game's sound**
+  (the emulator's own samples, ``em.get_audio()`` after every frame, at
+  ``em.get_audio_rate()``), muxed by :func:`mux_audio` with imageio-ffmpeg's ffmpeg;
+  :func:`render_best_movies` does it for the best movies of a recording folder.
 
 Writing video needs the optional ``video`` extra (``pip install 'retrovec[video]'``:
 ``imageio`` and ``imageio-ffmpeg``, which ships its own ffmpeg binary). It is imported
@@ -26,6 +30,9 @@ from __future__ import annotations
 
 import math
 import os
+import subprocess
+import tempfile
+import wave
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -34,13 +41,25 @@ import gymnasium as gym
 import numpy as np
 from gymnasium.vector import VectorEnv, VectorWrapper
 
-__all__ = ["VectorVideoRecorder", "VideoWriter", "require_imageio", "tile_frames"]
+__all__ = [
+    "AUDIO_RATE",
+    "VectorVideoRecorder",
+    "VideoWriter",
+    "movie_to_video",
+    "mux_audio",
+    "render_best_movies",
+    "require_imageio",
+    "tile_frames",
+]
 
 _INSTALL_HINT = (
     "Writing video needs imageio and imageio-ffmpeg: pip install 'retrovec[video]' "
     "(or pip install imageio imageio-ffmpeg)."
 )
 DEFAULT_FPS = 30.0
+AUDIO_RATE = 48_000
+"""The sample rate of the AAC track :func:`mux_audio` writes (consoles have odd rates,
+such as the Atari 2600's 31,400 Hz, which AAC does not take; ffmpeg resamples)."""
 
 
 def require_imageio() -> Any:
@@ -346,3 +365,191 @@ class VectorVideoRecorder(VectorWrapper):
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def mux_audio(
+    video: str | os.PathLike[str],
+    samples: np.ndarray,
+    rate: float,
+    out: str | os.PathLike[str],
+) -> str:
+    """Add a sound track to an mp4: ``video``'s pictures plus ``samples``, into ``out``.
+
+    Uses the ffmpeg binary that imageio-ffmpeg ships (no system ffmpeg needed). The
+    video stream is copied as it is; the sound is encoded as AAC at :data:`AUDIO_RATE`.
+
+    Args:
+        video: An mp4 file (``out`` may be the same path: it is replaced atomically).
+        samples: ``int16`` samples of shape ``(n, channels)`` (stable-retro's
+            ``em.get_audio()`` gives ``(n, 2)`` per frame) or ``(n,)`` for mono.
+        rate: Their sample rate, in Hz.
+        out: The mp4 to write.
+
+    Returns:
+        ``out``.
+
+    Raises:
+        ModuleNotFoundError: imageio-ffmpeg is missing (with the install hint).
+        ValueError: Samples that are not ``int16`` of shape ``(n,)`` or ``(n, 1|2)``,
+            or a rate that is not positive.
+        RuntimeError: ffmpeg failed; the message has its error output.
+
+    Example:
+        >>> mux_audio("silent.mp4", np.zeros((44100, 2), np.int16), 44100,
+        ...           "with-sound.mp4")  # doctest: +SKIP
+        'with-sound.mp4'
+    """
+    require_imageio()
+    import imageio_ffmpeg
+
+    samples = np.asarray(samples)
+    if samples.ndim == 1:
+        samples = samples[:, None]
+    if samples.dtype != np.int16 or samples.ndim != 2 or samples.shape[1] not in (1, 2):
+        raise ValueError(
+            "samples must be int16 of shape (n,), (n, 1) or (n, 2), got "
+            f"{samples.dtype} of shape {samples.shape}"
+        )
+    if not rate > 0:
+        raise ValueError(f"rate must be > 0, got {rate!r}")
+    out = os.fspath(out)
+    folder = os.path.dirname(os.path.abspath(out))
+    with tempfile.TemporaryDirectory(dir=folder, prefix=".retrovec-audio-") as scratch:
+        sound = os.path.join(scratch, "sound.wav")
+        with wave.open(sound, "wb") as file:
+            file.setnchannels(samples.shape[1])
+            file.setsampwidth(2)
+            file.setframerate(int(round(rate)))
+            file.writeframes(np.ascontiguousarray(samples, dtype="<i2").tobytes())
+        muxed = os.path.join(scratch, "muxed.mp4")
+        command = [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-nostdin", "-loglevel", "error", "-y",
+            "-i", os.fspath(video), "-i", sound,
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+            "-c:a", "aac", "-b:a", "160k", "-ar", str(AUDIO_RATE),
+            "-movflags", "+faststart", muxed,
+        ]
+        done = subprocess.run(command, capture_output=True, text=True, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"ffmpeg could not add the sound: {done.stderr.strip()}")
+        os.replace(muxed, out)
+    return out
+
+
+def movie_to_video(
+    path: str | os.PathLike[str],
+    out: str | os.PathLike[str] | None = None,
+    *,
+    fps: float | None = None,
+    audio: bool = True,
+    inttype: Any = None,
+) -> str:
+    """Render a ``.bk2`` movie to an mp4 (H.264), with the game's sound (AAC).
+
+    The movie is replayed in this process (see :mod:`retrovec.retro.replay`: one
+    emulator, closed at the end); after every emulated frame the picture goes to the video
+    and the emulator's sound samples of that frame (``em.get_audio()``) to the sound
+    track, so the two stay in step. ``out`` is written only once complete.
+
+    Args:
+        path: A ``.bk2`` file.
+        out: The video file; ``None``: ``path`` with ``.mp4`` in place of ``.bk2``.
+        fps: Frames per second; ``None``: the emulator's own frame rate (about 60), so
+            that picture and sound play in real time.
+        audio: Add the sound track; ``False``: pictures only.
+        inttype: Integrations to search for the movie's game, as in
+            :func:`retrovec.retro.replay.replay`; ``None``: the default ones.
+
+    Returns:
+        The path of the video: the start frame, then one frame per recorded step.
+
+    Raises:
+        ModuleNotFoundError: ``imageio``/``imageio-ffmpeg`` is missing (with the
+            install hint), raised before any emulator starts.
+        FileNotFoundError, ValueError, UnknownGameError, RomNotImportedError: as
+            :func:`retrovec.retro.replay.replay`.
+
+    Example:
+        >>> movie_to_video("movies/env-000/Airstriker-Genesis-v0-Level1-000000.bk2")  # doctest: +SKIP
+        'movies/env-000/Airstriker-Genesis-v0-Level1-000000.mp4'
+    """
+    import gc
+
+    from stable_retro.data import Integrations
+
+    from retrovec.retro import replay as replays
+
+    require_imageio()  # fail before the emulator starts
+    name = os.fspath(path)
+    if out is None:
+        out = (name[: -len(".bk2")] if name.endswith(".bk2") else name) + ".mp4"
+    out = os.fspath(out)
+    plan = replays._plan(name, None, None, Integrations.DEFAULT if inttype is None else inttype)
+    folder = os.path.dirname(os.path.abspath(out))
+    os.makedirs(folder, exist_ok=True)
+    env = replays._replay_env(plan)
+    try:
+        emulator = env.em
+        rate = fps if fps is not None else float(emulator.get_screen_rate()) or 60.0
+        sound: list[np.ndarray] = []
+        after_frame = (lambda: sound.append(emulator.get_audio())) if audio else None
+        with tempfile.TemporaryDirectory(dir=folder, prefix=".retrovec-video-") as scratch:
+            pictures = os.path.join(scratch, "pictures.mp4")
+            with VideoWriter(pictures, fps=rate) as writer:
+                first = True
+                for step in replays._play(env, plan.movie, after_frame):
+                    if first:
+                        writer.write(step.observation)
+                        first = False
+                    writer.write(step.next_observation)
+            samples = np.concatenate(sound) if sound else np.zeros((0, 2), np.int16)
+            audio_rate = float(emulator.get_audio_rate()) if audio else 0.0
+            if audio and len(samples) and audio_rate > 0:
+                mux_audio(pictures, samples, audio_rate, out)
+            else:
+                os.replace(pictures, out)
+    finally:
+        env.close()
+        del env
+        gc.collect()  # the emulator must be gone before this process makes another
+    return out
+
+
+def render_best_movies(
+    folder: str | os.PathLike[str],
+    n: int,
+    out_dir: str | os.PathLike[str] | None = None,
+    *,
+    audio: bool = True,
+) -> list[str]:
+    """Render the ``n`` best movies under ``folder`` (by return) to mp4, with sound.
+
+    The movies are ranked by :func:`retrovec.retro.recording.best_movies` (from the
+    ``.json`` record next to each); nothing is deleted.
+
+    Args:
+        folder: A recording folder, e.g. the ``record=`` of :func:`retrovec.make`.
+        n: How many.
+        out_dir: Where the videos go, named ``{rank:02d}-{movie name}.mp4``; ``None``:
+            next to each movie, as ``{movie name}.mp4``.
+        audio: Add the game's sound.
+
+    Returns:
+        The videos, best first.
+
+    Example:
+        >>> render_best_movies("movies", 3, "best")  # doctest: +SKIP
+        ['best/01-Airstriker-Genesis-v0-Level1-000004.mp4', ...]
+    """
+    from retrovec.retro.recording import best_movies
+
+    records = best_movies(folder, n)
+    videos = []
+    for rank, record in enumerate(records, start=1):
+        stem = os.path.basename(record.path)[: -len(".bk2")]
+        if out_dir is None:
+            out = os.path.join(os.path.dirname(record.path), stem + ".mp4")
+        else:
+            out = os.path.join(os.fspath(out_dir), f"{rank:02d}-{stem}.mp4")
+        videos.append(movie_to_video(record.path, out, audio=audio))
+    return videos

@@ -20,15 +20,15 @@ What differs from CleanRL (which pins gymnasium 0.29):
   (``Args.resume``), and :func:`evaluate` (mean ± std of returns, and an mp4).
 
 This module holds :func:`train` (rollout, advantages, the clipped PPO update, metrics,
-checkpoints on schedule and on interruption) and re-exports the pieces it is built from,
-so ``from retrovec.training.ppo import ...`` reaches every public name:
+checkpoints on schedule, on Ctrl-C and on any error) and re-exports the pieces it is
+built from, so ``from retrovec.training.ppo import ...`` reaches every public name:
 
 * :mod:`retrovec.training.ppo_args`: :class:`Args`, the settings of a run;
 * :mod:`retrovec.training.ppo_agent`: :class:`Agent` (the Nature CNN), ``pick_device``;
-* :mod:`retrovec.training.ppo_rollout`: :func:`make_envs`, :func:`collect_rollout`,
-  :func:`compute_gae`;
+* :mod:`retrovec.training.ppo_rollout`: :func:`collect_rollout`, :func:`compute_gae`;
 * :mod:`retrovec.training.ppo_checkpoints`: :func:`save_checkpoint`, :func:`load_checkpoint`;
-* :mod:`retrovec.training.ppo_evaluation`: :func:`evaluate`, :func:`evaluate_random`.
+* :mod:`retrovec.training.ppo_evaluation`: :func:`evaluate`;
+* :mod:`retrovec.training.ppo_envs` (no torch): :func:`make_envs`, :func:`evaluate_random`.
 
 Needs the ``train`` extra (torch, tensorboard): ``pip install 'retrovec[train]'``.
 
@@ -91,13 +91,8 @@ def train(args: Args) -> dict[str, Any]:
 
     run_dir = Path(args.run_dir)
     checkpoint_path = run_dir / "checkpoint.pt"
-    writer = SummaryWriter(str(run_dir))
-    writer.add_text(
-        "hyperparameters",
-        "|param|value|\n|-|-|\n"
-        + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
-    )
     envs = make_envs(args)
+    writer = None  # created once the run has started: a run that cannot start writes nothing
     try:
         assert isinstance(envs.single_action_space, gym.spaces.Discrete), "discrete actions"
         agent = Agent(envs.single_observation_space.shape[0], int(envs.single_action_space.n))
@@ -110,6 +105,12 @@ def train(args: Args) -> dict[str, Any]:
             optimizer.load_state_dict(state["optimizer"])
             global_step, start_iteration = state["global_step"], state["iteration"] + 1
 
+        writer = SummaryWriter(str(run_dir))
+        writer.add_text(
+            "hyperparameters",
+            "|param|value|\n|-|-|\n"
+            + "\n".join(f"|{k}|{v}|" for k, v in dataclasses.asdict(args).items()),
+        )
         next_obs, _ = envs.reset(seed=args.seed + global_step)
         next_obs = torch.as_tensor(np.asarray(next_obs), dtype=torch.float32, device=device)
         next_done = torch.zeros(args.num_envs, device=device)
@@ -121,7 +122,7 @@ def train(args: Args) -> dict[str, Any]:
             disable=not args.progress, dynamic_ncols=True,
         )
         start_time, start_step = time.time(), global_step
-        saved = completed = (global_step, start_iteration - 1)
+        completed = (global_step, start_iteration - 1)
         try:
             for iteration in range(start_iteration, args.num_iterations + 1):
                 # ---- learning-rate annealing
@@ -241,25 +242,31 @@ def train(args: Args) -> dict[str, Any]:
                 completed = (global_step, iteration)
                 if iteration % args.checkpoint_every == 0 or iteration == args.num_iterations:
                     save_checkpoint(checkpoint_path, agent, optimizer, args, global_step, iteration)
-                    saved = completed
-        except BaseException:
-            # Ctrl-C, a crash: keep what was learned since the last checkpoint (the weights
-            # as they are, with the counters of the last finished iteration), unless the
-            # weights are no longer finite.
-            if completed != saved and all(
-                torch.isfinite(p).all() for p in agent.parameters()
-            ):
+        except BaseException as exc:
+            # Ctrl-C, any error: keep what was learned (the weights as they are, with the
+            # counters of the last finished iteration), unless the weights are no longer
+            # finite; and say so.
+            bar.close()
+            why = "interrupted" if isinstance(exc, KeyboardInterrupt) else type(exc).__name__
+            if all(torch.isfinite(p).all() for p in agent.parameters()):
                 save_checkpoint(checkpoint_path, agent, optimizer, args, *completed)
                 print(
-                    f"retrovec.training.ppo: stopped at step {completed[0]}; checkpoint saved to "
-                    f"{checkpoint_path} (resume with --resume).",
+                    f"retrovec.training.ppo: stopped at step {completed[0]} ({why}); "
+                    f"checkpoint saved to {checkpoint_path} (resume with --resume).",
+                    file=sys.stderr,
+                )
+            else:
+                print(
+                    f"retrovec.training.ppo: stopped at step {completed[0]} ({why}); the "
+                    "weights are no longer finite, so no checkpoint was saved.",
                     file=sys.stderr,
                 )
             raise
         bar.close()
     finally:
         envs.close()
-        writer.close()
+        if writer is not None:
+            writer.close()
     return {
         "global_step": global_step,
         "iteration": iteration,

@@ -4,6 +4,8 @@
 first ``episodes`` episodes that end, the game's raw score) and return the mean ± std of
 the returns, so a trained agent and the random baseline compare directly; ``evaluate``
 can also save the episodes as an mp4. Re-exported by :mod:`retrovec.training.ppo`.
+``evaluate_random`` and the episode loop live in :mod:`retrovec.training.ppo_envs`, which
+needs no torch (``retrovec evaluate --random`` runs without the ``train`` extra).
 
 Example:
     >>> from retrovec.training.ppo_evaluation import evaluate_random
@@ -24,7 +26,7 @@ import torch
 from retrovec.training.ppo_agent import pick_device
 from retrovec.training.ppo_args import Args
 from retrovec.training.ppo_checkpoints import load_checkpoint
-from retrovec.training.ppo_rollout import make_envs
+from retrovec.training.ppo_envs import evaluate_random, make_envs, play_episodes
 
 __all__ = ["evaluate", "evaluate_random"]
 
@@ -70,64 +72,4 @@ def evaluate(
             action, _, _, _ = agent.get_action_and_value(x, greedy=greedy)
         return action.cpu().numpy()
 
-    return _play(envs, policy, episodes, seed, video)
-
-
-def evaluate_random(
-    episodes: int = 10,
-    *,
-    num_envs: int = 2,
-    seed: int = 100,
-    max_episode_steps: int | None = None,
-    game: str = "Airstriker-Genesis-v0",
-) -> dict[str, Any]:
-    """Play ``episodes`` episodes with uniformly random actions, measured exactly as
-    :func:`evaluate` measures a trained policy (same envs, same episode bookkeeping).
-
-    The baseline a trained agent should clearly beat.
-    """
-    args = Args(game=game, seed=seed)
-    if max_episode_steps is not None:
-        args.max_episode_steps = max_episode_steps
-    envs = make_envs(args, num_envs=num_envs)
-    envs.action_space.seed(seed)
-    return _play(envs, lambda obs: envs.action_space.sample(), episodes, seed, None)
-
-
-def _play(
-    envs: Any,
-    policy: Any,
-    episodes: int,
-    seed: int,
-    video: str | os.PathLike[str] | None,
-) -> dict[str, Any]:
-    """Step ``envs`` with ``policy(observations)`` until ``episodes`` episodes ended."""
-    writer = None
-    returns: list[float] = []
-    lengths: list[int] = []
-    try:
-        if video is not None:
-            from retrovec.retro.video import VideoWriter, tile_frames
-
-            writer = VideoWriter(video, fps=15)
-        obs, _ = envs.reset(seed=seed)
-        while len(returns) < episodes:
-            if writer is not None:
-                writer.write(tile_frames(np.asarray(obs)[:, -1]))
-            obs, _, _, _, infos = envs.step(policy(obs))
-            if "episode" in infos:
-                for i in np.flatnonzero(infos["_episode"]):
-                    returns.append(float(infos["episode"]["r"][i]))
-                    lengths.append(int(infos["episode"]["l"][i]))
-    finally:
-        if writer is not None:
-            writer.close()
-        envs.close()
-    returns, lengths = returns[:episodes], lengths[:episodes]
-    return {
-        "mean": float(np.mean(returns)),
-        "std": float(np.std(returns)),
-        "returns": returns,
-        "lengths": lengths,
-        "video": None if video is None else os.fspath(video),
-    }
+    return play_episodes(envs, policy, episodes, seed, video)

@@ -1,6 +1,7 @@
 """Experience for PPO: the training envs, the ``NEXT_STEP`` rollout and its advantages.
 
-:func:`make_envs` builds the envs the trainer and the evaluation play on;
+:func:`make_envs` (from :mod:`retrovec.training.ppo_envs`, which needs no torch) builds
+the envs the trainer and the evaluation play on;
 :func:`collect_rollout` steps them and marks gymnasium 1.x's reset steps invalid;
 :func:`compute_gae` computes advantages that never cross an episode end. The update that
 uses them is :func:`retrovec.training.ppo.train`, which re-exports all three.
@@ -24,32 +25,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from retrovec.training.ppo_args import Args
+from retrovec.training.ppo_envs import make_envs
 
 __all__ = ["collect_rollout", "compute_gae", "make_envs"]
-
-
-def make_envs(args: Args, num_envs: int | None = None, **kwargs: Any) -> gym.vector.VectorEnv:
-    """The training envs: ``retrovec.make`` with Atari preprocessing, discrete actions and
-    ``NEXT_STEP`` autoreset, wrapped in ``RecordEpisodeStatistics``."""
-    import stable_retro
-
-    import retrovec
-
-    state = {} if args.state is None else {"state": args.state}
-    envs = retrovec.make(
-        args.game,
-        num_envs or args.num_envs,
-        preprocessing=retrovec.Preprocessing.atari(),
-        use_restricted_actions=stable_retro.Actions.DISCRETE,
-        max_episode_steps=args.max_episode_steps,
-        autoreset_mode=gym.vector.AutoresetMode.NEXT_STEP,
-        on_worker_failure="restart" if args.worker_restarts > 0 else "raise",
-        max_restarts=max(args.worker_restarts, 0),
-        **state,
-        **kwargs,
-    )
-    return gym.wrappers.vector.RecordEpisodeStatistics(envs)
 
 
 def collect_rollout(

@@ -14,8 +14,13 @@ gymnasium (retrovec, ``SAME_STEP``)          SB3 (:class:`Sb3VecEnv`)
 ``info["final_obs"][i]``                     ``infos[i]["terminal_observation"]``
 ``info["final_info"]`` (env ``i``'s part)     ``infos[i]`` at the step that ends an episode
 the reset ``info`` of an ended env            ``reset_infos[i]`` (as SB3's ``DummyVecEnv``)
-``truncated and not terminated``              ``infos[i]["TimeLimit.truncated"]``
+``truncated and not terminated``              ``infos[i]["TimeLimit.truncated"]``, in
+                                             every step's info (``False`` mostly)
+``rewards`` (float32)                        ``rewards`` as float64, as ``SubprocVecEnv``
 ==========================================  ==============================================
+
+``env_method``, ``get_attr`` and ``set_attr`` with ``indices=`` reach only the chosen envs
+(through retrovec's targeted calls, ``venv.at(indices)``), as in SB3's ``SubprocVecEnv``.
 
 This module imports ``stable_baselines3`` (install ``retrovec[train]``); ``import
 retrovec`` does not import it.
@@ -45,7 +50,8 @@ try:
     from stable_baselines3.common.vec_env.base_vec_env import VecEnv
 except ModuleNotFoundError as error:  # pragma: no cover - depends on the install
     raise ModuleNotFoundError(
-        "retrovec.training.sb3 needs stable-baselines3: pip install 'retrovec[train]'"
+        "retrovec.training.sb3 needs stable-baselines3: pip install 'retrovec[train]' "
+        "(from a clone of the repository: pip install -e '.[train]')"
     ) from error
 
 __all__ = ["Sb3VecEnv", "make_sb3", "unbatch_infos"]
@@ -79,6 +85,8 @@ def unbatch_infos(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
 
 
 def _indices(indices: None | int | Iterable[int], num_envs: int) -> list[int]:
+    """SB3's ``VecEnvIndices`` (``None``: every env, an int, or an iterable of ints) as a
+    list."""
     if indices is None:
         return list(range(num_envs))
     if isinstance(indices, (int, np.integer)):
@@ -91,7 +99,8 @@ class Sb3VecEnv(VecEnv):
 
     Built for :class:`retrovec.AsyncRetroVectorEnv` (see :func:`make_sb3`), it works over
     any gymnasium 1.x ``VectorEnv`` whose ``metadata["autoreset_mode"]`` is
-    ``AutoresetMode.SAME_STEP``. Closing the adapter closes the vector env.
+    ``AutoresetMode.SAME_STEP`` (``indices=`` other than ``None`` then needs retrovec's
+    targeted calls, ``venv.unwrapped.at``). Closing the adapter closes the vector env.
 
     Args:
         venv: The vector env to present to SB3.
@@ -175,38 +184,66 @@ class Sb3VecEnv(VecEnv):
                 per_env[i] = dict(final_infos[i]) if final_infos is not None else {}
                 if final_obs is not None and final_mask is not None and final_mask[i]:
                     per_env[i]["terminal_observation"] = final_obs[i]
-                per_env[i]["TimeLimit.truncated"] = bool(truncations[i] and not terminations[i])
-        return observations, np.asarray(rewards, dtype=np.float32), dones, per_env
+        for i in range(self.num_envs):  # in every step's info, as SB3's own vector envs
+            per_env[i]["TimeLimit.truncated"] = bool(truncations[i] and not terminations[i])
+        return observations, np.asarray(rewards, dtype=np.float64), dones, per_env
 
     # ------------------------------------------------------------------ envs
 
+    def _select(self, indices: Any) -> Any:
+        """The ``EnvSelection`` of the envs ``indices`` (``None`` when there are none).
+
+        Raises:
+            NotImplementedError: The vector env has no targeted calls (it is not
+                retrovec's), so a call cannot be limited to some envs.
+        """
+        selected = _indices(indices, self.num_envs)
+        at = getattr(self.venv.unwrapped, "at", None)
+        if at is None:
+            raise NotImplementedError(
+                f"indices={indices!r} needs a vector env with targeted calls (retrovec's "
+                f"`at()`); {type(self.venv.unwrapped).__name__} can only call every env: "
+                "pass indices=None."
+            )
+        return at(selected) if selected else None  # SB3 allows an empty selection
+
+    def _call(self, indices: Any, name: str, *args: Any, **kwargs: Any) -> list[Any]:
+        """``venv.call`` on the envs ``indices`` only, results in that order."""
+        if indices is None:
+            return list(self.venv.call(name, *args, **kwargs))
+        selection = self._select(indices)
+        return [] if selection is None else list(selection.call(name, *args, **kwargs))
+
     def get_attr(self, attr_name: str, indices: Any = None) -> list[Any]:
         """An attribute of the selected envs (``indices``: ``None`` for all, an int, or
-        a list)."""
-        values = self.venv.get_attr(attr_name)
-        return [values[i] for i in _indices(indices, self.num_envs)]
+        an iterable of ints), read only from those envs.
+
+        As gymnasium's ``get_attr``, a method is called and its result returned (SB3's
+        own vector envs would return the bound method)."""
+        return self._call(indices, attr_name)
 
     def set_attr(self, attr_name: str, value: Any, indices: Any = None) -> None:
-        """Set an attribute on the selected envs; the others keep their value."""
-        selected = _indices(indices, self.num_envs)
-        if len(selected) == self.num_envs:
-            self.venv.set_attr(attr_name, value)
+        """Set an attribute to ``value`` on the selected envs only; the others keep theirs.
+
+        The attribute may be new. It is set as gymnasium's ``set_attr`` sets it
+        (``Env.set_wrapper_attr``): on the wrapper or env that has it, else on the
+        outermost wrapper (where SB3's ``SubprocVecEnv`` always sets it).
+        """
+        if indices is None:
+            self.venv.set_attr(attr_name, [value] * self.num_envs)  # a list is one value
             return
-        current = list(self.venv.get_attr(attr_name))
-        for i in selected:
-            current[i] = value
-        self.venv.set_attr(attr_name, current)
+        selection = self._select(indices)
+        if selection is not None:
+            selection.set_attr(attr_name, [value] * len(selection))
 
     def env_method(
         self, method_name: str, *method_args: Any, indices: Any = None, **method_kwargs: Any
     ) -> list[Any]:
-        """Call a method of every env; return the selected envs' results.
+        """Call a method of the selected envs only and return their results in order.
 
-        All envs run the call (a gymnasium vector env calls every env); use an idempotent
-        method, or an env-level guard, when ``indices`` selects a subset.
+        ``method_kwargs`` go to the method untouched; ``indices`` is SB3's own.
         """
-        results = self.venv.call(method_name, *method_args, **method_kwargs)
-        return [results[i] for i in _indices(indices, self.num_envs)]
+        return self._call(indices, method_name, *method_args, **method_kwargs)
 
     def env_is_wrapped(self, wrapper_class: type, indices: Any = None) -> list[bool]:
         """Whether each selected env's wrapper chain holds a wrapper of this class.
@@ -214,11 +251,9 @@ class Sb3VecEnv(VecEnv):
         The chain lives in the workers, so it is read from each env's ``str()``
         (``<TimeLimit<FrameSkip<...>>>``) and matched by class name.
         """
-        chains = self.venv.call("__str__")
+        chains = self._call(indices, "__str__")
         name = wrapper_class.__name__
-        return [
-            name in re.findall(r"<(\w+)", chains[i]) for i in _indices(indices, self.num_envs)
-        ]
+        return [name in re.findall(r"<(\w+)", chain) for chain in chains]
 
     def get_images(self) -> Sequence[np.ndarray | None]:
         """Every env's ``render()`` frame (build the env with ``render_mode="rgb_array"``)."""

@@ -28,7 +28,13 @@ MOVIE = "Airstriker-Genesis-v0-Level1-{:06d}.bk2"
 
 
 def _movies(directory: Path) -> list[str]:
-    return sorted(p.name for p in directory.iterdir())
+    """The folder's entries, less the ``.json`` record next to each movie."""
+    names = sorted(p.name for p in directory.iterdir())
+    movies = [n for n in names if not n.endswith(".json")]
+    assert [n for n in names if n.endswith(".json")] == [
+        n[: -len(".bk2")] + ".json" for n in movies if n.endswith(".bk2")
+    ]
+    return movies
 
 
 def _executed(envs, actions: np.ndarray) -> np.ndarray:

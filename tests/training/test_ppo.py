@@ -207,11 +207,39 @@ def test_an_interrupted_run_keeps_its_progress_and_resumes(tmp_path, monkeypatch
         train(args)
     saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
     assert (saved["global_step"], saved["iteration"]) == (32, 2)
-    assert "stopped at step 32; checkpoint saved" in capsys.readouterr().err
+    assert "stopped at step 32 (interrupted); checkpoint saved" in capsys.readouterr().err
 
     monkeypatch.setattr(ppo, "collect_rollout", real)
     args.resume = str(tmp_path / "run" / "checkpoint.pt")
     assert train(args)["global_step"] == 80
+
+
+def test_an_error_after_the_start_still_writes_a_checkpoint(tmp_path, monkeypatch, capsys):
+    """docs/ppo.md: on any error once training has started, checkpoint.pt is written (here
+    in the first rollout, before any iteration finished: the counters are 0)."""
+    import retrovec.training.ppo as ppo
+
+    def broken(*args, **kwargs):
+        raise TypeError("boom")
+
+    monkeypatch.setattr(ppo, "collect_rollout", broken)
+    args = Args(num_envs=2, num_steps=8, total_timesteps=32, max_episode_steps=6,
+                device="cpu", run_dir=str(tmp_path / "run"), progress=False)
+    with pytest.raises(TypeError, match="boom"):
+        train(args)
+    saved = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    assert (saved["global_step"], saved["iteration"]) == (0, 0)
+    assert "stopped at step 0 (TypeError); checkpoint saved" in capsys.readouterr().err
+
+
+def test_a_run_that_cannot_start_writes_nothing(tmp_path):
+    """The envs cannot be made: no run directory, no TensorBoard events file."""
+    from retrovec.errors import UnknownGameError
+
+    with pytest.raises(UnknownGameError):
+        train(Args(game="Nope-Genesis-v0", device="cpu", run_dir=str(tmp_path / "run"),
+                   progress=False))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_training_envs_replace_a_dead_emulator():

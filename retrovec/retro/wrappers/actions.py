@@ -16,12 +16,15 @@ stable-retro's own action modes (``use_restricted_actions=``) are passed to
 ==================================  ====================  ===============================
 
 :class:`Discretizer` gives a smaller ``Discrete`` space of hand-picked combinations, as
-stable-retro's ``examples/discretizer.py`` does.
+stable-retro's ``examples/discretizer.py`` does. Given combinations per game or per console
+(a mapping), it is also the common action space of envs that play games with different
+buttons in one vector env (``retrovec.make(game=[...])``): action ``i`` means the same move
+in every game, pressed with each game's own buttons.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import gymnasium as gym
@@ -103,11 +106,18 @@ class Discretizer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         env: A stable-retro env with the ``MultiBinary`` action space of one player
             (``use_restricted_actions`` ``FILTERED`` or ``ALL``, ``players=1``).
         combos: Button combinations, each a sequence of button names from
-            ``env.unwrapped.buttons``, e.g. ``[[], ["LEFT"], ["RIGHT", "B"]]``.
+            ``env.unwrapped.buttons``, e.g. ``[[], ["LEFT"], ["RIGHT", "B"]]``. Or a
+            mapping from game ids (``env.unwrapped.gamename``) or consoles
+            (``env.unwrapped.system``: ``"Genesis"``, ``"Atari2600"``, ``"Nes"``, ...)
+            to such sequences, all of one length: the env uses its game's entry, else its
+            console's. One mapping then serves every env of a vector env that plays
+            several games, and they share the space ``Discrete(n)``.
 
     Raises:
         ValueError: An unknown button name (the message lists the valid ones), no
-            combos, or an action space that is not one player's ``MultiBinary``.
+            combos, a mapping whose entries differ in length or that has no entry for the
+            env's game or console, or an action space that is not one player's
+            ``MultiBinary``.
         TypeError: A combo that is a string rather than a sequence of names.
 
     Example:
@@ -118,6 +128,17 @@ class Discretizer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         ...     functools.partial(Discretizer, combos=combos)])  # doctest: +SKIP
         >>> envs.single_action_space, envs.action_space  # doctest: +SKIP
         (Discrete(6), MultiDiscrete([6 6]))
+
+        Two consoles in one vector env, the same four moves in each:
+
+        >>> moves = {"Genesis": [[], ["LEFT"], ["RIGHT"], ["B"]],
+        ...          "Atari2600": [[], ["LEFT"], ["RIGHT"], ["BUTTON"]]}
+        >>> envs = retrovec.make(["Airstriker-Genesis-v0", "Breakout-Atari2600-v0"],
+        ...                      preprocessing=retrovec.Preprocessing.atari(),
+        ...                      wrappers=[functools.partial(Discretizer, combos=moves)]
+        ...                      )  # doctest: +SKIP
+        >>> envs.single_action_space  # doctest: +SKIP
+        Discrete(4)
     """
 
     def __init__(self, env: gym.Env, combos: Sequence[Sequence[str]]) -> None:
@@ -133,6 +154,8 @@ class Discretizer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
                 "(use_restricted_actions=Actions.FILTERED or Actions.ALL, players=1) with "
                 f"{len(buttons)} buttons, got {space}"
             )
+        if isinstance(combos, Mapping):
+            combos = self._combos_of(env.unwrapped, combos)
         if isinstance(combos, str) or not isinstance(combos, Sequence) or not combos:
             raise ValueError(
                 "combos must be a non-empty sequence of button combinations, e.g. "
@@ -156,6 +179,33 @@ class Discretizer(gym.ActionWrapper, gym.utils.RecordConstructorArgs):
         self.combos: tuple[tuple[str, ...], ...] = tuple(tuple(combo) for combo in combos)
         self._masks = masks
         self.action_space = Discrete(len(masks))
+
+    @staticmethod
+    def _combos_of(
+        retro: Any, table: Mapping[str, Sequence[Sequence[str]]]
+    ) -> Sequence[Sequence[str]]:
+        """The entry of ``table`` for ``retro``'s game, else for its console."""
+        lengths = {}
+        for key, entry in table.items():
+            if isinstance(entry, str) or not isinstance(entry, Sequence) or not entry:
+                raise ValueError(
+                    f"combos[{key!r}] must be a non-empty sequence of button combinations, "
+                    f"e.g. [[], ['LEFT'], ['RIGHT', 'B']], got {entry!r}"
+                )
+            lengths[key] = len(entry)
+        if len(set(lengths.values())) > 1:
+            raise ValueError(
+                "every entry of a combos mapping must list the same number of combinations, "
+                f"so that every game shares one Discrete space; they list {lengths}"
+            )
+        game, system = getattr(retro, "gamename", None), getattr(retro, "system", None)
+        for key in (game, system):
+            if key is not None and key in table:
+                return table[key]
+        raise ValueError(
+            f"combos has no entry for the game {game!r} nor its console {system!r}; it has "
+            f"{list(table)}"
+        )
 
     def action(self, action: Any) -> np.ndarray:
         """Return the button array of combination ``action`` (a new array)."""

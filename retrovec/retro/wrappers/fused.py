@@ -29,7 +29,7 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
-from retrovec.retro.scenario import FastScenario
+from retrovec.retro.game_data import TrackedScenario
 from retrovec.retro.wrappers.actions import noop_action as default_noop_action
 
 __all__ = ["FusedFrameSkip", "can_fuse", "fast_step"]
@@ -87,7 +87,9 @@ class FusedFrameSkip(gym.Wrapper):
         # StickyAction's state: the previous frame's button masks (None after a reset).
         self._last_masks: list[np.ndarray] | None = None
         # Reward and done from the scenario's own variables, or None: update_ram per frame.
-        self._scenario = FastScenario.for_env(env)
+        # TrackedScenario also keeps env.data's current_reward/total_reward/is_done true and
+        # follows anyone else's update_ram (see retrovec/retro/game_data.py).
+        self._scenario = TrackedScenario.for_env(env)
 
     @property
     def fast_scenario(self) -> bool:
@@ -95,8 +97,29 @@ class FusedFrameSkip(gym.Wrapper):
         (``False``: from ``data.update_ram()`` after every frame)."""
         return self._scenario is not None
 
+    def episode_state(self) -> dict[str, Any]:
+        """What a snapshot (:mod:`retrovec.retro.snapshots`) needs to go on with this
+        episode: sticky actions' previous button masks, the fast scenario's last values."""
+        masks = self._last_masks
+        return {
+            "last_masks": None if masks is None else [mask.copy() for mask in masks],
+            "scenario": None if self._scenario is None else dict(self._scenario._previous),
+        }
+
+    def restore_episode_state(self, state: dict[str, Any]) -> None:
+        """Go on with the episode :meth:`episode_state` saved (its emulator just loaded)."""
+        masks = state["last_masks"]
+        self._last_masks = None if masks is None else [mask.copy() for mask in masks]
+        if self._scenario is not None:
+            if state["scenario"] is None:  # saved without the fast path: rebase on the RAM
+                self._scenario.restart()
+            else:
+                self._scenario._previous = dict(state["scenario"])
+
     def _reset_retro(self, **kwargs: Any) -> tuple[Any, dict[str, Any]]:
         observation, info = self.env.reset(**kwargs)
+        if self._scenario is not None and not self._scenario.follows(self.env):
+            self._scenario = None  # env.data was replaced or reloaded: update_ram per frame
         if self._scenario is not None:
             self._scenario.restart()
         return observation, info
@@ -113,6 +136,12 @@ class FusedFrameSkip(gym.Wrapper):
                 masks = self._last_masks
             self._last_masks = masks
         emulator = retro.em
+        movie = retro.movie
+        if movie is not None:  # a movie gets every frame, written as RetroEnv.step writes it
+            for player, mask in enumerate(masks):
+                for button in range(retro.num_buttons):
+                    movie.set_key(button, mask[button], player)
+            movie.step()
         for player, mask in enumerate(masks):
             emulator.set_button_mask(mask, player)
         emulator.step()
@@ -159,6 +188,8 @@ class FusedFrameSkip(gym.Wrapper):
         """Run ``action`` for up to ``skip`` frames, exactly as ``FrameSkip`` does."""
         if self.env.img is None and self.env.ram is None:
             raise RuntimeError("Please call env.reset() before env.step()")
+        if self._scenario is not None and not self._scenario.follows(self.env):
+            self._scenario = None  # env.data was replaced or reloaded: update_ram per frame
         masks = self.env.action_to_array(action)
         total: Any = 0.0
         previous = None
