@@ -134,10 +134,10 @@ def movie_folders(
 
     Example:
         >>> folders = movie_folders("movies", [1], ["Airstriker-Genesis-v0"] * 3)
-        >>> [f and os.path.relpath(f) for f in folders]
-        [None, 'movies/env-001', None]
-        >>> movie_folders(None, None, ["Airstriker-Genesis-v0"])
-        [None]
+        >>> folders[0], os.path.relpath(folders[1]), folders[2]
+        (None, 'movies/env-001', None)
+        >>> movie_folders(None, None, ["Airstriker-Genesis-v0"]) == [None]
+        True
     """
     num_envs = len(games)
     check_keep_best(keep_best)
