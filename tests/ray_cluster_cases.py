@@ -1,9 +1,9 @@
 """A two-node Ray cluster on this machine, made the way users make one: ``ray start --head``
-and ``ray start --address=...`` in a shell. Envs pinned to each node by custom resources
-land on both nodes and step exactly as the process backend does; then one node is lost
-(its raylet and everything under it killed), and the envs on it become
-``WorkerCrashedError`` or, with ``on_worker_failure="restart"``, are rebuilt on the node
-that is left. ``ray stop`` tears the cluster down, and none of its processes outlive the
+and ``ray start --address=...`` in a shell. Env runners pinned to each node by custom
+resources land on both nodes and step exactly as the process backend does; then one node
+is lost (its raylet and everything under it killed), and the envs of its runner become
+``WorkerCrashedError`` or, with ``on_worker_failure="restart"``, are rebuilt in a runner
+on the node that is left. ``ray stop`` tears the cluster down, and none of its processes outlive the
 module."""
 
 from __future__ import annotations
@@ -154,17 +154,23 @@ def two_nodes(ray_session):
         assert not left, f"Ray processes left behind: {[p.pid for p in left]}"
 
 
-def test_envs_on_two_nodes_step_like_the_process_backend(two_nodes, ray_session):
-    from retrovec.core.ray_backend import RayRetroVectorEnv
+def test_runners_on_two_nodes_step_like_the_process_backend(two_nodes, ray_session):
+    """One runner of two envs per node (a custom resource each): both nodes host envs, the
+    head's runner is read through its mapped arena, the other's replies come through the
+    object store, and every result equals the process backend's."""
+    from retrovec.core.ray_runners import RayRunnerVectorEnv
 
     ray = ray_session
     env_fns = fns(make_airstriker, 4, max_episode_steps=20)
-    on = [{"resources": {node: 1}} for node in ("node_a", "node_b", "node_a", "node_b")]
+    on = [{"resources": {node: 1}} for node in ("node_a", "node_b")]
     nodes = two_nodes.node_ids(ray)
-    with RayRetroVectorEnv(env_fns, actor_options=on) as envs, AsyncRetroVectorEnv(
-        env_fns
+    with RayRunnerVectorEnv(env_fns, envs_per_runner=2, runner_options=on) as envs, (
+        AsyncRetroVectorEnv(env_fns)
     ) as reference:
-        assert envs.node_ids == [nodes[o] for o in ("node_a", "node_b", "node_a", "node_b")]
+        assert envs.runner_node_ids == [nodes["node_a"], nodes["node_b"]]
+        assert envs.node_ids == [nodes[n] for n in ("node_a", "node_a", "node_b", "node_b")]
+        assert [envs.runner_of(i) for i in range(4)] == [0, 0, 1, 1]
+        assert envs.observation_paths == ["arena", "object store"]  # the driver is on node a
         assert_same(reference.reset(seed=3), envs.reset(seed=3), "reset")
         reference.action_space.seed(3)
         ends = 0
@@ -176,11 +182,13 @@ def test_envs_on_two_nodes_step_like_the_process_backend(two_nodes, ray_session)
         assert ends >= 4  # crossed episode ends on both nodes
 
 
-def test_a_lost_node_is_a_crash_or_a_restart_on_the_node_left(two_nodes, ray_session):
+def test_a_lost_node_is_a_crash_or_a_restart_of_its_runner_on_the_node_left(
+    two_nodes, ray_session
+):
     """Runs last in this module: node b does not come back."""
     from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-    from retrovec.core.ray_backend import RayRetroVectorEnv
+    from retrovec.core.ray_runners import RayRunnerVectorEnv
 
     ray = ray_session
     nodes = two_nodes.node_ids(ray)
@@ -190,35 +198,35 @@ def test_a_lost_node_is_a_crash_or_a_restart_on_the_node_left(two_nodes, ray_ses
         return {"scheduling_strategy": NodeAffinitySchedulingStrategy(nodes[node], soft=True)}
 
     on = [placed("node_a"), placed("node_b")]
-    env_fns = fns(make_airstriker, 2, max_episode_steps=50)
-    raising = RayRetroVectorEnv(env_fns, actor_options=on, timeout=60)
-    restarting = RayRetroVectorEnv(
-        env_fns, actor_options=on, timeout=60, on_worker_failure="restart"
-    )
+    env_fns = fns(make_airstriker, 4, max_episode_steps=50)
+    common = {"envs_per_runner": 2, "runner_options": on, "num_cpus": 0.5, "timeout": 60}
+    raising = RayRunnerVectorEnv(env_fns, **common)
+    restarting = RayRunnerVectorEnv(env_fns, on_worker_failure="restart", **common)
+    no_op = np.zeros((4, 12), dtype=np.int8)
     try:
         for envs in (raising, restarting):
-            assert envs.node_ids == [nodes["node_a"], nodes["node_b"]]
+            assert envs.runner_node_ids == [nodes["node_a"], nodes["node_b"]]
             envs.reset(seed=0)
-            envs.step(np.zeros((2, 12), dtype=np.int8))
+            envs.step(no_op)
 
-        assert two_nodes.lose_node_b() >= 2  # the raylet and at least the two actors
+        assert two_nodes.lose_node_b() >= 4  # the raylet, two runners, their emulators...
 
-        with pytest.raises(WorkerCrashedError, match="env 1") as caught:
-            raising.step(np.zeros((2, 12), dtype=np.int8))
-        assert caught.value.env_index == 1
+        with pytest.raises(WorkerCrashedError, match="env 2") as caught:
+            raising.step(no_op)
+        assert caught.value.env_index == 2 and caught.value.env_indices == (2, 3)
+        assert "lost with all its envs: [2, 3]" in " ".join(caught.value.__notes__)
         assert isinstance(caught.value.__cause__, ray.exceptions.RayActorError)
         raising.close(timeout=10.0)  # frees its CPU on node a for the replacement below
 
-        with pytest.warns(UserWarning, match="Ray actor of env 1 died"):
-            _, rewards, terminations, truncations, infos = restarting.step(
-                np.zeros((2, 12), dtype=np.int8)
-            )
-        assert truncations.tolist() == [False, True] and rewards[1] == 0.0
-        assert infos["worker_restarted"].tolist() == [False, True]
-        assert restarting.restart_counts.tolist() == [0, 1]
-        assert restarting.node_ids == [nodes["node_a"], nodes["node_a"]]
-        for _ in range(60):  # both envs keep stepping, across episode ends
-            restarting.step(np.zeros((2, 12), dtype=np.int8))
+        with pytest.warns(UserWarning, match="Ray runner of env 2 died"):
+            _, rewards, terminations, truncations, infos = restarting.step(no_op)
+        assert truncations.tolist() == [False, False, True, True] and not terminations.any()
+        assert rewards[2:].tolist() == [0.0, 0.0]
+        assert infos["worker_restarted"].tolist() == [False, False, True, True]
+        assert restarting.restart_counts.tolist() == [0, 0, 1, 1]
+        assert restarting.runner_node_ids == [nodes["node_a"], nodes["node_a"]]
+        for _ in range(60):  # all envs keep stepping, across episode ends
+            restarting.step(no_op)
     finally:
         raising.close(timeout=10.0)
         restarting.close(timeout=10.0)

@@ -1,5 +1,12 @@
 """``RayRetroVectorEnv``: the same vector env API, with every emulator a Ray actor.
 
+``retrovec.make(..., backend="ray")`` builds Ray env runners instead
+(:mod:`retrovec.core.ray_runners`: one actor per ``k`` emulators, one batch per runner per
+step), which are several times faster per step. This layout remains for envs that use Ray
+themselves (``ray.get``/``ray.put`` inside ``step``, a GPU or custom resource that Ray
+hands each env): here each env runs in the Ray worker process itself, where a runner's
+emulators are plain child processes without a Ray connection (``docs/ray.md``).
+
 When one machine has too few cores, the emulators can run anywhere in a Ray cluster.
 Each env is one actor (one worker process: stable-retro's one emulator per process still
 holds) placed by Ray's scheduler; the driver keeps gymnasium's vector API, the autoreset

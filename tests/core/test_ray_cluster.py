@@ -17,8 +17,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("case", [
-    "test_envs_on_two_nodes_step_like_the_process_backend",
-    "test_a_lost_node_is_a_crash_or_a_restart_on_the_node_left",
+    "test_runners_on_two_nodes_step_like_the_process_backend",
+    "test_a_lost_node_is_a_crash_or_a_restart_of_its_runner_on_the_node_left",
 ])
 def test_two_node_cluster(case, ray_session):
     ray_session.shutdown()  # no second cluster beside ours; later tests start theirs again

@@ -58,6 +58,21 @@ def ray(ray_local):
     return ray_local
 
 
+@pytest.fixture(autouse=True, params=["actors", "runners"])
+def layout(request, monkeypatch):
+    """Every test runs twice: one Ray actor per env (``RayRetroVectorEnv``), and Ray env
+    runners of one env each (``RayRunnerVectorEnv(envs_per_runner=1)``), where killing
+    "env i's actor" kills its runner and SIGKILL to ``worker_pids[i]`` kills its emulator
+    inside the runner: either way env i's process is gone, and the results are the same."""
+    if request.param == "runners":
+        from retrovec.core.ray_runners import RayRunnerVectorEnv
+
+        monkeypatch.setitem(
+            globals(), "RayRetroVectorEnv", partial(RayRunnerVectorEnv, envs_per_runner=1)
+        )
+    return request.param
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -78,12 +93,13 @@ def _expected(seeds, level, t) -> np.ndarray:
 
 
 def _actor_processes() -> list[int]:
-    """The pids of this session's env actors (``ray::EnvActor...``; conftest's ``no_leaks``
-    checks that none is left after a test)."""
+    """The pids of this session's env actors and runners (``ray::EnvActor...``,
+    ``ray::EnvRunner...``; conftest's ``no_leaks`` checks that none is left after a test)."""
     found = []
     for child in psutil.Process().children(recursive=True):
         try:
-            if "EnvActor" in " ".join(child.cmdline()) and alive([child.pid]):
+            line = " ".join(child.cmdline())
+            if ("EnvActor" in line or "EnvRunner" in line) and alive([child.pid]):
                 found.append(child.pid)
         except psutil.Error:
             pass
@@ -96,7 +112,11 @@ def _kill_actor(ray, envs, index: int, how: str) -> None:
     pid = envs.worker_pids[index]
     assert alive([pid])
     if how == "ray.kill":
-        ray.kill(envs.actors[index], no_restart=True)
+        if hasattr(envs, "runners"):  # env runners: the runner of env index
+            pid = envs.runner_pids[envs.runner_of(index)]
+            ray.kill(envs.runners[envs.runner_of(index)], no_restart=True)
+        else:
+            ray.kill(envs.actors[index], no_restart=True)
     else:
         os.kill(pid, signal.SIGKILL)
     assert wait_gone([pid], 10.0) == [], f"env {index}'s actor (pid {pid}) did not die"
