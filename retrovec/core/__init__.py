@@ -1,12 +1,14 @@
-"""The vector env itself: any gymnasium env, many worker processes (or Ray actors).
+"""The vector env itself: any gymnasium env, many worker processes (or Ray env runners).
 
 Parent side: :mod:`~retrovec.core.base` (gymnasium's vector API on one
 :mod:`~retrovec.core.slots` table; :mod:`~retrovec.core.commands`,
 :mod:`~retrovec.core.restart`, :mod:`~retrovec.core.spaces`, :mod:`~retrovec.core.checks`,
 :mod:`~retrovec.core.batches`), and two transports: :mod:`~retrovec.core.process_backend`
 (with :mod:`~retrovec.core.channel`, :mod:`~retrovec.core.processes`,
-:mod:`~retrovec.core.reaper`, :mod:`~retrovec.core.signals`) and
-:mod:`~retrovec.core.ray_backend`. Shared memory: :mod:`~retrovec.core.arena`,
+:mod:`~retrovec.core.reaper`, :mod:`~retrovec.core.signals`), and on Ray
+:mod:`~retrovec.core.ray_runners` (env runners, each hosting a process vector env:
+:mod:`~retrovec.core.env_runner`) and :mod:`~retrovec.core.ray_backend` (one actor per
+env, for envs that use Ray themselves). Shared memory: :mod:`~retrovec.core.arena`,
 :mod:`~retrovec.core.actions`, :mod:`~retrovec.core.info_columns`,
 :mod:`~retrovec.core.infos`. Env side: :mod:`~retrovec.core.server` (both backends),
 :mod:`~retrovec.core.worker` (the process), :mod:`~retrovec.core.autoreset`.
