@@ -3,7 +3,8 @@ Ray actors (``RayRetroVectorEnv``, on a small local Ray instance). Each test run
 backend, so the Ray backend is held to exactly what the process backend promises:
 lockstep equality with gymnasium's AsyncVectorEnv on the real emulator in every autoreset
 mode, errors of the original type with the remote traceback, dead workers, timeouts and
-EnvPool-style batches."""
+EnvPool-style batches. ``tests/core/test_ray_runners.py`` runs this same suite on the Ray env
+runners (``RayRunnerVectorEnv``, what ``make(backend="ray")`` builds)."""
 
 from __future__ import annotations
 
