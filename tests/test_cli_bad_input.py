@@ -246,7 +246,7 @@ def test_evaluate_random_runs_without_torch(tmp_path: Path) -> None:
     done = _run_python(code, tmp_path, capture_output=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("retrovec evaluate: 2 episodes: return 0.00 +- 0.00")
-    assert "lengths 5 to 5 agent steps" in done.stdout
+    assert "length 5 agent steps" in done.stdout
 
 
 def test_plurals(capsys: pytest.CaptureFixture[str]) -> None:

@@ -162,10 +162,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _print_evaluation(command: str, report: dict[str, Any]) -> None:
     returns = ", ".join(f"{value:g}" for value in report["returns"])
+    shortest, longest = min(report["lengths"]), max(report["lengths"])
+    lengths = (
+        f"length {shortest}" if shortest == longest else f"lengths {shortest} to {longest}"
+    )
     print(
         f"retrovec {command}: {plural(len(report['returns']), 'episode')}: return "
-        f"{report['mean']:.2f} +- {report['std']:.2f} (returns {returns}; lengths "
-        f"{min(report['lengths'])} to {max(report['lengths'])} agent steps)"
+        f"{report['mean']:.2f} +- {report['std']:.2f} (returns {returns}; {lengths} "
+        "agent steps)"
     )
     if report.get("video"):
         print(f"retrovec {command}: video {report['video']}")

@@ -178,7 +178,7 @@ def test_evaluate_command_compares_a_checkpoint_with_random_play(tmp_path, capsy
     checkpoint = str(run / "checkpoint.pt")
     assert main(["evaluate", checkpoint, "--episodes", "2", "--device", "cpu"]) == 0
     assert re.search(r"evaluate: 2 episodes: return -?[\d.]+ \+- [\d.]+ \(returns .*; "
-                     r"lengths 5 to 5 agent steps\)", capsys.readouterr().out)
+                     r"length 5 agent steps\)", capsys.readouterr().out)
     for bad in ([], [checkpoint, "--random"], ["--random", "--video", "x.mp4"],
                 [str(tmp_path / "missing.pt")]):
         assert main(["evaluate", *bad]) == 2
