@@ -156,8 +156,9 @@ def two_nodes(ray_session):
 
 def test_runners_on_two_nodes_step_like_the_process_backend(two_nodes, ray_session):
     """One runner of two envs per node (a custom resource each): both nodes host envs, the
-    head's runner is read through its mapped arena, the other's replies come through the
-    object store, and every result equals the process backend's."""
+    head's runner is read through its mapped arena and driven through its local channel,
+    the other's commands are Ray calls and its replies come through the object store, and
+    every result equals the process backend's."""
     from retrovec.core.ray_runners import RayRunnerVectorEnv
 
     ray = ray_session
@@ -171,6 +172,7 @@ def test_runners_on_two_nodes_step_like_the_process_backend(two_nodes, ray_sessi
         assert envs.node_ids == [nodes[n] for n in ("node_a", "node_a", "node_b", "node_b")]
         assert [envs.runner_of(i) for i in range(4)] == [0, 0, 1, 1]
         assert envs.observation_paths == ["arena", "object store"]  # the driver is on node a
+        assert envs.control_paths == ["channel", "ray"]  # node b's runner: Ray calls only
         assert_same(reference.reset(seed=3), envs.reset(seed=3), "reset")
         reference.action_space.seed(3)
         ends = 0
@@ -206,6 +208,7 @@ def test_a_lost_node_is_a_crash_or_a_restart_of_its_runner_on_the_node_left(
     try:
         for envs in (raising, restarting):
             assert envs.runner_node_ids == [nodes["node_a"], nodes["node_b"]]
+            assert envs.control_paths == ["channel", "ray"]
             envs.reset(seed=0)
             envs.step(no_op)
 
@@ -225,6 +228,7 @@ def test_a_lost_node_is_a_crash_or_a_restart_of_its_runner_on_the_node_left(
         assert infos["worker_restarted"].tolist() == [False, False, True, True]
         assert restarting.restart_counts.tolist() == [0, 0, 1, 1]
         assert restarting.runner_node_ids == [nodes["node_a"], nodes["node_a"]]
+        assert restarting.control_paths == ["channel", "channel"]  # its new node is ours
         for _ in range(60):  # all envs keep stepping, across episode ends
             restarting.step(no_op)
     finally:

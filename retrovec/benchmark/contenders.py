@@ -431,7 +431,8 @@ CONTENDERS: dict[str, Contender] = {
             "retrovec ray",
             "retrovec.make(game, n, backend='ray'): RayRunnerVectorEnv, Ray env runners "
             "each hosting a process vector env (one runner of n envs on a local instance), "
-            "one batch per runner per step through Ray's object store; a local Ray "
+            "one batch per runner per step (on the driver's node: commands over the "
+            "runner's local channel, observations read from its shared memory); a local Ray "
             "instance started once per bench run (not counted in start-up) unless the "
             "driver is already connected to a cluster",
             _build_retrovec_ray,

@@ -5,7 +5,10 @@ rows of batch arrays.
 The runner answers per-env commands (the commands of :mod:`retrovec.core.server`) with one
 reply per call; its process vector env (an :class:`~retrovec.AsyncRetroVectorEnv`) runs
 them, restarts dead emulators (``on_worker_failure="restart"``) and keeps the envs' own
-slot table. Importing this module does not import Ray.
+slot table. Its ``step``, ``handle`` and ``close`` are Ray methods, or for a driver on
+the same node, run by the thread serving its local channel
+(:mod:`retrovec.core.runner_channel`); a lock lets one caller at a time drive the envs.
+Importing this module does not import Ray.
 
 Example:
     >>> import numpy as np
@@ -20,6 +23,7 @@ Example:
 from __future__ import annotations
 
 import os
+import threading
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -158,16 +162,24 @@ class EnvRunner:
         self.options = dict(options)
         self.envs: _RunnerEnvs | None = None
         self._steps: list[tuple[int, str, Any]] | None = None
+        #: one caller at a time drives the envs: a Ray method or the local channel's thread
+        self._lock = threading.RLock()
 
-    def build(self) -> tuple[bool, Any]:
+    def build(self, channel: bool = False) -> tuple[bool, Any]:
         """Start the process vector env.
+
+        Args:
+            channel: Also listen for a driver on this node
+                (:mod:`retrovec.core.runner_channel`): its address is in the reply.
 
         Returns:
             ``(True, description)`` with each env's ``descriptions`` and ``worker_pids``,
-            this actor's ``pid`` and Ray ``node_id``; or ``(False, (local index or None,
-            error payload))``.
+            this actor's ``pid``, Ray ``node_id``, ``arena`` and ``channel`` (an address or
+            ``None``); or ``(False, (local index or None, error payload))``.
         """
         import ray
+
+        from retrovec.core import runner_channel
 
         try:
             with warnings.catch_warnings():
@@ -177,6 +189,14 @@ class EnvRunner:
                 )
         except Exception as error:
             return False, (getattr(error, "env_index", None), error_reply(error)[1])
+        address = None
+        if channel:  # after the emulators started: they do not inherit the listener
+            try:
+                listener, address = runner_channel.listen()
+            except OSError:  # no Unix sockets here: the driver keeps the Ray path
+                address = None
+            else:
+                runner_channel.serve(listener, self, self._lock)
         return True, {
             "descriptions": envs.descriptions,
             "worker_pids": [process.pid for process in envs.processes],
@@ -184,6 +204,7 @@ class EnvRunner:
             "node_id": ray.get_runtime_context().get_node_id(),
             # a driver on this node maps the arena and reads observations from it
             "arena": (envs._arena.fd, envs._layout) if envs._observations_shared else None,
+            "channel": address,
         }
 
     def ping(self) -> bool:
@@ -194,13 +215,17 @@ class EnvRunner:
         """Step every env of this runner with its action in ``actions`` (the common call,
         kept short): :meth:`handle` with a ``"step"`` for each env in order. ``actions``
         may be the batch's raw bytes (an action space with one array leaf)."""
+        with self._lock:
+            return self._step(actions, observe)
+
+    def _step(self, actions: Any, observe: bool) -> tuple:
         steps = self._steps
         if steps is None:
             steps = self._steps = [(local, "step", IN_ARENA) for local in range(len(self.env_fns))]
         if type(actions) is bytes:  # one array of the action space's dtype, as raw bytes
             space = self.envs.single_action_space
             actions = np.frombuffer(actions, space.dtype).reshape(len(steps), *space.shape)
-        return self.handle(steps, actions, observe)
+        return self._handle(steps, actions, observe)
 
     def handle(
         self, commands: list[tuple[int, str, Any]], actions: Any, observe: bool = True
@@ -226,6 +251,12 @@ class EnvRunner:
             ``restart_counts``, new ``pids``, ``exitcodes``, warning ``notices`` and
             whether the process vector env is ``broken``.
         """
+        with self._lock:
+            return self._handle(commands, actions, observe)
+
+    def _handle(
+        self, commands: list[tuple[int, str, Any]], actions: Any, observe: bool = True
+    ) -> tuple:
         envs = self.envs
         try:
             with warnings.catch_warnings(record=True) as caught:
@@ -331,6 +362,10 @@ class EnvRunner:
 
     def close(self, timeout: float | None = None) -> tuple[bool, Any]:
         """Close the envs (if they were built): ``(True, None)`` or ``(False, error)``."""
+        with self._lock:
+            return self._close(timeout)
+
+    def _close(self, timeout: float | None) -> tuple[bool, Any]:
         try:
             if self.envs is not None:
                 envs, self.envs = self.envs, None

@@ -13,6 +13,13 @@ call per step with one batch for its ``k`` envs::
           (observations as ONE array per runner, rewards, flags, info columns;
            through Ray's object store: zero-copy reads on the same node)
 
+A runner on the driver's own node skips both Ray hops once it is built: the driver maps
+its shared-memory arena and reads the observations there, and sends its commands over a
+*local channel*, a Unix domain socket served by a thread of the runner
+(:mod:`retrovec.core.runner_channel`): the same calls and replies without Ray's fixed
+cost per call (``local_channel=False`` keeps Ray calls for every runner; runners on other
+nodes always use them). Ray still places, starts, pings, restarts and kills every runner.
+
 The driver is :class:`~retrovec.core.base.RetroVectorEnvBase` (the gymnasium API,
 autoreset modes, info batching, errors, restarts, EnvPool batches) with a transport that
 groups each env's command by runner: every command posted during one dispatch to the
@@ -49,6 +56,8 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
+import select
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -72,6 +81,7 @@ from retrovec.core.env_runner import (
 )
 from retrovec.core.info_columns import InfoSchema
 from retrovec.core.ray_backend import WAIT_SLICE, _task_error, import_ray
+from retrovec.core.runner_channel import DriverChannel
 from retrovec.core.server import error_reply
 from retrovec.core.slots import CALL
 from retrovec.errors import WorkerCrashedError
@@ -84,8 +94,51 @@ DEFAULT_CLOSE_TIMEOUT = 30.0
 #: A runner call's result not fetched yet.
 _UNREAD = object()
 
+#: Seconds a lost channel waits for Ray's verdict on its runner (the error it reports).
+_VERDICT_SECONDS = 10.0
+
+#: Seconds between looks at the channels while Ray calls to other runners are also pending.
+_MIXED_SLICE = 0.001
+
+
+class _ChannelCall:
+    """One call sent over a runner's local channel (what a Ray ``ObjectRef`` is on the Ray
+    path): the key of its entry in ``_calls``."""
+
+    __slots__ = ("channel",)
+
+    def __init__(self, channel: DriverChannel) -> None:
+        self.channel = channel
+
+
+class _Failed:
+    """A channel reply that is an error for every env of its call: ``payload``, the error
+    payload of a reply the runner could not pickle; or ``error``, what unpickling it here
+    raised."""
+
+    __slots__ = ("error", "payload")
+
+    def __init__(self, payload: Any = None, error: BaseException | None = None) -> None:
+        self.payload = payload
+        self.error = error
+
+
+#: The reply of a call whose runner ended before answering it.
+_LOST = object()
+
 #: Commands whose argument comes from the user and may not pickle: checked by ``_encode``.
 _CHECKED_ARGUMENTS = ("reset", "call", "setattr")
+
+
+def _dumps(value: Any) -> bytes:
+    """Pickle a command for a runner's channel (``cloudpickle`` for what plain pickle
+    cannot: e.g. a lambda passed to ``call``)."""
+    try:
+        return pickle.dumps(value, protocol=5)
+    except Exception:
+        from ray import cloudpickle
+
+        return cloudpickle.dumps(value, protocol=5)
 
 
 def default_envs_per_runner(num_envs: int, node_cpus: Sequence[float], num_cpus: float) -> int:
@@ -171,6 +224,11 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         batch_size: How many envs :meth:`recv` returns (``None``: ``num_envs``).
         validate_actions: As for :class:`~retrovec.AsyncRetroVectorEnv` (checked here,
             in the driver, before any runner gets them).
+        local_channel: Send the commands of runners on this node through a local
+            channel (a Unix domain socket served by a thread of the runner) instead of
+            Ray actor calls: the same commands and replies, a fraction of the fixed cost
+            per step. ``False``: Ray actor calls for every runner (as for runners on
+            other nodes, which always use them).
 
     Attributes:
         envs_per_runner: ``k``.
@@ -178,6 +236,7 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         runner_envs: The env indices of each runner.
         runner_pids: Each runner's process id, on its node.
         runner_node_ids: Each runner's Ray node id.
+        local_channel: Whether runners on this node get a local channel.
         worker_pids: Each env's emulator process id, on its runner's node.
         node_ids: Each env's Ray node id.
 
@@ -209,6 +268,7 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         max_restarts: int = 3,
         batch_size: int | None = None,
         validate_actions: bool = False,
+        local_channel: bool = True,
     ) -> None:
         self.runners: list[Any] = []
         #: ref -> (runner, its envs, their commands, the runner's generation) of each call
@@ -225,6 +285,9 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
             raise ValueError(
                 f"envs_per_runner must be None or an int >= 1, got {envs_per_runner!r}."
             )
+        if not isinstance(local_channel, bool):
+            raise ValueError(f"local_channel must be True or False, got {local_channel!r}.")
+        self.local_channel = local_channel
         self._ray = ray = import_ray()
         if not ray.is_initialized():
             ray.init()
@@ -263,6 +326,8 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         self._env_call: list[Any] = [None] * self.num_envs
         #: per runner: (its arena mapped here, its observations), for a runner on this node
         self._direct: list[tuple[SharedArena, Any] | None] = [None] * count
+        #: per runner: its local control channel (a runner on this node), else ``None``
+        self._channels: list[DriverChannel | None] = [None] * count
         self._node_id = ray.get_runtime_context().get_node_id()
         self._aliased = False  # self.observations is runner 0's arena (one runner here)
         self.runner_pids = [0] * count
@@ -307,6 +372,13 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         store"`` (one array per runner per step in its reply, through Ray's object
         store)."""
         return ["arena" if direct is not None else "object store" for direct in self._direct]
+
+    @property
+    def control_paths(self) -> list[str]:
+        """How each runner's commands and replies travel: ``"channel"`` (a runner on this
+        node, with ``local_channel=True``: a Unix socket to a thread of the runner,
+        :mod:`retrovec.core.runner_channel`) or ``"ray"`` (actor calls)."""
+        return ["ray" if channel is None else "channel" for channel in self._channels]
 
     @property
     def num_runners(self) -> int:
@@ -402,10 +474,14 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
             actor = self.runners[runner]
             indices = [index for index, _, _ in queued]
             kinds = [kind for _, kind, _ in queued]
+            channel = self._channels[runner]
             if kinds[0] == "build":
-                ref = actor.build.remote()
+                ref = actor.build.remote(self.local_channel)
             elif kinds[0] == "close":
-                ref = actor.close.remote(self._close_grace)
+                if channel is not None:
+                    ref = self._send(channel, b"P", pickle.dumps(("close", self._close_grace)))
+                else:
+                    ref = actor.close.remote(self._close_grace)
             else:
                 in_arena = [i for i, kind, a in queued if kind == "step" and a is IN_ARENA]
                 actions = None
@@ -427,43 +503,93 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
                     # every env of the runner steps, in order: the short call
                     if type(actions) is np.ndarray:  # bytes travel faster than an array
                         actions = actions.tobytes()
-                    ref = actor.step.remote(actions, observe)
+                    if channel is None:
+                        ref = actor.step.remote(actions, observe)
+                    elif type(actions) is bytes:
+                        ref = self._send(channel, b"S", (b"\1" if observe else b"\0") + actions)
+                    else:
+                        ref = self._send(channel, b"P", _dumps(("step", actions, observe)))
                 else:
                     commands = [(int(local[i]), kind, a) for i, kind, a in queued]
-                    ref = actor.handle.remote(commands, actions, observe)
+                    if channel is None:
+                        ref = actor.handle.remote(commands, actions, observe)
+                    else:
+                        ref = self._send(
+                            channel, b"P", _dumps(("handle", commands, actions, observe))
+                        )
             self._calls[ref] = (runner, indices, kinds, self._generation[runner])
             for index in indices:
                 self._env_call[index] = ref
 
+    def _send(self, channel: DriverChannel, tag: bytes, body: bytes) -> _ChannelCall:
+        """Send one call over a runner's local channel (a dead channel's calls are read
+        as lost)."""
+        call = _ChannelCall(channel)
+        channel.send(tag, body)
+        channel.calls.append(call)
+        return call
+
     def _replies(
         self, pending: set[int], timeout: float | None, wanted: int | None = None
     ) -> Iterator[tuple[int, Any]]:
-        """Replies, one runner's call at a time as ``ray.wait`` reports them ready (every
-        env of a ready call, also those not in ``pending``: each has one call in flight)."""
+        """Replies, one runner's call at a time as they are ready (every env of a ready
+        call, also those not in ``pending``: each has one call in flight): from the local
+        channels (``select`` on their sockets) and from Ray (``ray.wait``)."""
         self._flush()
         ray = self._ray
         deadline = None if timeout is None else time.monotonic() + timeout
         while pending and (wanted is None or wanted > 0):
-            refs = list({self._env_call[index] for index in pending})
+            calls = {self._env_call[index] for index in pending}
+            channels = [call.channel for call in calls if type(call) is _ChannelCall]
+            refs = [call for call in calls if type(call) is not _ChannelCall]
             seconds = WAIT_SLICE if deadline is None else min(
                 WAIT_SLICE, max(0.0, deadline - time.monotonic())
             )
+            if channels:
+                channels = list(dict.fromkeys(channels))
+                ready_channels = [c for c in channels if self._collect(c)]
+                if not ready_channels:
+                    self._wait_channels(channels, min(seconds, _MIXED_SLICE) if refs else seconds)
+                    ready_channels = [c for c in channels if self._collect(c)]
+                if refs:
+                    seconds = 0.0
+            else:
+                ready_channels = []
             fetched: list[Any] = []
             ready: list[Any] = []
-            with self._guard.released():
-                if wanted is not None:
-                    ready, _ = ray.wait(refs, num_returns=1, timeout=seconds)
-                else:  # the common case: one round trip for all the runners
-                    try:
-                        fetched = ray.get(refs, timeout=seconds)
-                        ready = refs
-                    except ray.exceptions.GetTimeoutError:  # read those that are ready
-                        ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
-                    except Exception:  # a runner died: read the ready ones one by one
+            if refs:
+                with self._guard.released():
+                    if wanted is not None:
+                        ready, _ = ray.wait(refs, num_returns=1, timeout=seconds)
+                    elif channels:  # also channels to watch: take those ready, then look again
                         ready, _ = ray.wait(refs, num_returns=len(refs), timeout=seconds)
-            if not ready and deadline is not None and time.monotonic() >= deadline:
-                return
+                    else:  # the common case: one round trip for all the runners
+                        try:
+                            fetched = ray.get(refs, timeout=seconds)
+                            ready = refs
+                        except ray.exceptions.GetTimeoutError:  # read those that are ready
+                            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+                        except Exception:  # a runner died: read the ready ones one by one
+                            ready, _ = ray.wait(refs, num_returns=len(refs), timeout=seconds)
+            if not ready and not ready_channels:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                continue
+            for channel in ready_channels:
+                while channel.ready and (wanted is None or wanted > 0):
+                    call, value = channel.ready[0]
+                    if value is _LOST:  # may wait for Ray's verdict: nothing taken yet
+                        self._lost_cause(call)
+                    channel.ready.popleft()
+                    for index, reply in self._read(call, value):
+                        if index in pending:
+                            pending.discard(index)
+                            if wanted is not None:
+                                wanted -= 1
+                        yield index, reply
             for position, ref in enumerate(ready):
+                if wanted is not None and wanted <= 0:
+                    break
                 value = fetched[position] if fetched else _UNREAD
                 for index, reply in self._read(ref, value):
                     if index in pending:
@@ -471,6 +597,80 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
                         if wanted is not None:
                             wanted -= 1
                     yield index, reply
+
+    def _wait_channels(self, channels: list[DriverChannel], seconds: float) -> None:
+        """Wait up to ``seconds`` until one of ``channels`` has something to read, then take
+        what each readable one holds (a Ctrl-C raises during the wait only)."""
+        watched: list[Any] = []
+        for channel in channels:
+            watched += channel.watched()
+        with self._guard.released():
+            readable = select.select(watched, [], [], seconds)[0]
+        if readable:
+            readable_set = set(readable)
+            for channel in channels:
+                if any(fd in readable_set for fd in channel.watched()):
+                    channel.drain()
+
+    def _collect(self, channel: DriverChannel) -> bool:
+        """Decode the whole replies ``channel`` holds into ``channel.ready`` (in the
+        order sent; a dead channel's unanswered calls as :data:`_LOST`); whether any is
+        ready."""
+        for tag, body in channel.frames():
+            call = channel.calls.popleft()
+            if tag == b"F":  # the common step: see runner_channel
+                value: Any = (channel.schema, None, body, None)
+            elif tag == b"P":
+                try:
+                    value = pickle.loads(body)
+                except Exception as error:  # e.g. a reply that cannot be unpickled here
+                    value = _Failed(error=error)
+                else:
+                    if type(value) is tuple and len(value) == 4 and value[2] is not None and (
+                        not isinstance(value[0], list)
+                    ):
+                        channel.schema = value[0]
+            else:  # "E": the runner could not pickle its reply
+                value = _Failed(payload=pickle.loads(body))
+            channel.ready.append((call, value))
+        if channel.dead:
+            while channel.calls:
+                channel.ready.append((channel.calls.popleft(), _LOST))
+        return bool(channel.ready)
+
+    def _lost_cause(self, call: _ChannelCall) -> None:
+        """The error of a runner whose channel ended: Ray's own verdict on the actor
+        (``ActorDiedError``...) when it gives one within :data:`_VERDICT_SECONDS`."""
+        channel = call.channel
+        entry = self._calls.get(call)
+        if channel.cause is not None or entry is None:
+            return
+        runner, _, _, generation = entry
+        actor = self.runners[runner] if self.runners else None
+        if generation != self._generation[runner] or actor is None:
+            return
+        ray = self._ray
+        cause: BaseException = ConnectionResetError(
+            f"The local channel of Ray runner {runner} closed: its process ended."
+        )
+        deadline = time.monotonic() + _VERDICT_SECONDS
+        while time.monotonic() < deadline:
+            ping = actor.ping.remote()
+            with self._guard.released():
+                while not ray.wait([ping], timeout=WAIT_SLICE)[0]:
+                    if time.monotonic() >= deadline:
+                        break
+            try:
+                ray.get(ping, timeout=0)
+            except ray.exceptions.ActorUnavailableError:
+                time.sleep(WAIT_SLICE)
+                continue
+            except ray.exceptions.RayActorError as error:
+                cause = error
+            except Exception:
+                pass
+            break
+        channel.cause = cause
 
     def _read(self, ref: Any, value: Any = None) -> list[tuple[int, Any]]:
         """One runner call's replies in the base class's form, its arrays written into
@@ -482,8 +682,20 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
             self._env_call[index] = None
         if generation != self._generation[runner]:  # its runner was replaced meanwhile:
             return [(index, None) for index in indices]  # those envs went with it
+        if value is _LOST:  # its local channel ended: the runner died
+            self._crash_cause = ref.channel.cause
+            self._lost[runner] = True
+            self._close_channel(runner)
+            return [(index, None) for index in indices]
+        if type(value) is _Failed and value.error is None:  # its reply would not pickle
+            return [(index, (False, value.payload)) for index in indices]
         try:
-            reply = ray.get(ref) if value is _UNREAD else value
+            if value is _UNREAD:
+                reply = ray.get(ref)
+            elif type(value) is _Failed:
+                raise value.error
+            else:
+                reply = value
         except (ray.exceptions.RayActorError, ray.exceptions.ObjectLostError) as error:
             self._crash_cause = error  # ActorDiedError, a lost node, a lost reply...
             self._lost[runner] = True
@@ -515,6 +727,7 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         self.runner_node_ids[runner] = payload["node_id"]
         self._inner_restarts[runner][:] = 0
         self._map_arena(runner, payload)
+        self._open_channel(runner, payload)
         return [
             (index, (True, {**description, "pid": pid, "node_id": payload["node_id"]}))
             for index, description, pid in zip(
@@ -537,6 +750,23 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         self._direct[runner] = (arena, arena.observations())
         if self._arena is not None:  # a replacement runner
             self._alias_observations()
+
+    def _open_channel(self, runner: int, payload: dict[str, Any]) -> None:
+        """Connect to the local channel of a runner on this node: its commands then go
+        there, not through Ray (:mod:`retrovec.core.runner_channel`)."""
+        self._close_channel(runner)
+        address = payload.get("channel")
+        if address is None or payload["node_id"] != self._node_id:
+            return
+        try:
+            self._channels[runner] = DriverChannel.connect(address, payload["pid"])
+        except OSError:  # not reachable from here (another network namespace): Ray path
+            pass
+
+    def _close_channel(self, runner: int) -> None:
+        channel, self._channels[runner] = self._channels[runner], None
+        if channel is not None:
+            channel.close()
 
     def _unmap_arena(self, runner: int) -> None:
         direct, self._direct[runner] = self._direct[runner], None
@@ -657,13 +887,14 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
         if self._lost[runner] or self.runners[runner] is None:
             dead, self.runners[runner] = self.runners[runner], None
             self._unmap_arena(runner)
+            self._close_channel(runner)
             if dead is not None:
                 self._await_verdict(dead)
                 self._kill(dead)
             self.runners[runner] = actor = self._start_runner(runner)
             self._lost[runner] = False
             self._generation[runner] += 1
-            reply = self._await(actor.build.remote())
+            reply = self._await(actor.build.remote(self.local_channel))
             if reply is None:
                 self._lost[runner] = True
                 raise ReplacementDied(f"Ray runner {runner}'s replacement died while building")
@@ -752,6 +983,8 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
                 self.observations = None
             for runner in range(len(getattr(self, "_direct", ()))):
                 self._unmap_arena(runner)
+            for runner in range(len(getattr(self, "_channels", ()))):
+                self._close_channel(runner)
             self.runners = []
             self._calls = {}
             self._outbox = {}

@@ -58,17 +58,22 @@ def ray(ray_local):
     return ray_local
 
 
-@pytest.fixture(autouse=True, params=["actors", "runners"])
+@pytest.fixture(autouse=True, params=["actors", "runners", "runners-ray-calls"])
 def layout(request, monkeypatch):
-    """Every test runs twice: one Ray actor per env (``RayRetroVectorEnv``), and Ray env
-    runners of one env each (``RayRunnerVectorEnv(envs_per_runner=1)``), where killing
-    "env i's actor" kills its runner and SIGKILL to ``worker_pids[i]`` kills its emulator
-    inside the runner: either way env i's process is gone, and the results are the same."""
-    if request.param == "runners":
+    """Every test runs three times: one Ray actor per env (``RayRetroVectorEnv``), and Ray
+    env runners of one env each (``RayRunnerVectorEnv(envs_per_runner=1)``), their
+    commands through the local channel (the default) or through Ray actor calls
+    (``local_channel=False``). Killing "env i's actor" kills its runner and SIGKILL to
+    ``worker_pids[i]`` kills its emulator inside the runner: either way env i's process is
+    gone, and the results are the same."""
+    if request.param != "actors":
         from retrovec.core.ray_runners import RayRunnerVectorEnv
 
         monkeypatch.setitem(
-            globals(), "RayRetroVectorEnv", partial(RayRunnerVectorEnv, envs_per_runner=1)
+            globals(), "RayRetroVectorEnv", partial(
+                RayRunnerVectorEnv, envs_per_runner=1,
+                local_channel=request.param == "runners",
+            )
         )
     return request.param
 

@@ -60,8 +60,16 @@ def backend(ray_local):
     return "ray"
 
 
+@pytest.fixture(params=[True, False], ids=["channel", "ray-calls"])
+def local_channel(request):
+    """Every runner test runs twice: commands to runners on this node through their local
+    channel (the default), and through Ray actor calls (``local_channel=False``, the path
+    of runners on other nodes)."""
+    return request.param
+
+
 @pytest.fixture
-def make_envs(ray_local):
+def make_envs(ray_local, local_channel):
     """Runners of 2 envs each, half a CPU per env (what a test gives wins)."""
     from retrovec.core.ray_runners import RayRunnerVectorEnv
 
@@ -70,13 +78,23 @@ def make_envs(ray_local):
     def build(env_fns, **kwargs):
         kwargs.setdefault("envs_per_runner", 2)
         kwargs.setdefault("num_cpus", 0.5)  # two vector envs fit on the 4-CPU instance
+        kwargs.setdefault("local_channel", local_channel)
         envs = RayRunnerVectorEnv(env_fns, **kwargs)
+        assert envs.control_paths == ["channel" if local_channel else "ray"] * envs.num_runners
         opened.append(envs)
         return envs
 
     yield build
     for envs in opened:
         envs.close(timeout=10.0)
+
+
+def _kill_runner(ray, envs, runner: int) -> None:
+    """``ray.kill`` runner ``runner`` and wait until its process is gone (the kill is
+    asynchronous: a command sent at once over the local channel may still be answered)."""
+    pid = envs.runner_pids[runner]
+    ray.kill(envs.runners[runner], no_restart=True)
+    assert wait_gone([pid], 10.0) == [], f"runner {runner} (pid {pid}) did not die"
 
 
 def _expected(seeds, level, t) -> np.ndarray:
@@ -177,7 +195,7 @@ def test_a_lost_runner_raises_naming_all_its_envs(make_envs, ray_local):
     envs = make_envs(probe_fns(4), envs_per_runner=2)
     envs.reset(seed=0)
     pids = [envs.runner_pids[1], *envs.worker_pids[2:]]
-    ray_local.kill(envs.runners[1], no_restart=True)
+    _kill_runner(ray_local, envs, 1)
     with pytest.raises(WorkerCrashedError) as caught:
         envs.step(actions(4))
     assert caught.value.env_index == 2 and caught.value.env_indices == (2, 3)
@@ -193,7 +211,7 @@ def test_a_lost_runner_is_restarted_and_all_its_envs_truncated(make_envs, ray_lo
     envs.reset(seed=0)
     envs.step(actions(4))
     old_runner, old_workers = envs.runner_pids[0], envs.worker_pids[:2]
-    ray_local.kill(envs.runners[0], no_restart=True)
+    _kill_runner(ray_local, envs, 0)
     with pytest.warns(UserWarning, match="restarting it"):
         observations, rewards, terminations, truncations, infos = envs.step(actions(4))
     assert truncations.tolist() == [True, True, False, False] and not terminations.any()
@@ -221,7 +239,7 @@ def test_a_lost_single_runner_on_this_node_is_restarted(make_envs, ray_local, mo
     assert envs.observation_paths == ["arena"]
     envs.reset(seed=0)
     before, *_ = envs.step(actions(3))
-    ray_local.kill(envs.runners[0], no_restart=True)
+    _kill_runner(ray_local, envs, 0)
     with pytest.warns(UserWarning, match="restarting it"):
         observations, rewards, _, truncations, infos = envs.step(actions(3))
     np.testing.assert_array_equal(before, _expected([0, 1, 2], 0, 1))  # a copy: unchanged
@@ -275,7 +293,7 @@ def test_envpool_calls_in_flight_to_a_lost_runner_each_give_a_truncated_row(
     envs.set_attr("delay", [3.0, 0.0, 0.0, 0.0])
     envs.send(actions(1), [0])  # runner 0 is busy with it for 3 s...
     envs.send(actions(1), [1])  # ...and this call waits behind it
-    ray_local.kill(envs.runners[0], no_restart=True)
+    _kill_runner(ray_local, envs, 0)
     rows = {}
 
     def receive_row() -> None:
@@ -320,6 +338,28 @@ def test_an_emulator_killed_inside_a_runner_is_restarted_by_that_runner(make_env
             other.step(actions(2))
 
 
+def test_a_runner_lost_after_restarting_an_emulator_is_noticed(make_envs, ray_local):
+    """The emulator a runner restarts is started after the driver connected (forked, it
+    may hold a copy of the runner's end of the channel until it is reaped): the runner's
+    death is still noticed (EOF, or its process ending) and its envs restarted."""
+    envs = make_envs(probe_fns(2), envs_per_runner=2, on_worker_failure="restart")
+    envs.reset(seed=0)
+    old = envs.worker_pids[0]
+    os.kill(old, signal.SIGKILL)
+    assert wait_gone([old], 10.0) == []
+    with pytest.warns(UserWarning, match="runner is restarting it"):
+        envs.step(actions(2))
+    runner = envs.runner_pids[0]
+    _kill_runner(ray_local, envs, 0)
+    with pytest.warns(UserWarning, match="restarting it"):
+        _, rewards, _, truncations, infos = envs.step(actions(2))
+    assert truncations.tolist() == [True, True] and rewards.tolist() == [0.0, 0.0]
+    assert envs.runner_pids[0] != runner and envs.restart_counts.tolist() == [2, 1]
+    envs.step(actions(2))
+    observations, _ = envs.reset(seed=3)
+    np.testing.assert_array_equal(observations, _expected([3, 4], 0, 0))
+
+
 def test_envpool_batches_count_envs_and_whole_runners_arrive_together(make_envs):
     envs = make_envs(probe_fns(4), envs_per_runner=2, batch_size=2)
     envs.async_reset(seed=0)
@@ -357,3 +397,5 @@ def test_runner_arguments_are_checked(make_envs):
         make_envs(probe_fns(4), envs_per_runner=2, runner_options=[{}])
     with pytest.raises(ValueError, match="num_cpus must be a number >= 0"):
         make_envs(probe_fns(2), num_cpus=-1)
+    with pytest.raises(ValueError, match="local_channel must be True or False"):
+        make_envs(probe_fns(2), local_channel="yes")
