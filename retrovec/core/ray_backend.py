@@ -168,7 +168,44 @@ class EnvActor:
 # --------------------------------------------------------------------------- driver side
 
 
-class RayRetroVectorEnv(RetroVectorEnvBase):
+class RayActorsMixin:
+    """What both Ray transports (one actor per env here, env runners in
+    :mod:`retrovec.core.ray_runners`) do alike: record where each env runs, kill actors, and
+    check a command's argument pickles before anything is sent."""
+
+    _ray: Any
+    worker_pids: list[int | None]
+    node_ids: list[str]
+
+    def _check_description(self, index: int, description: dict[str, Any]) -> None:
+        super()._check_description(index, description)  # type: ignore[misc]
+        self.worker_pids[index] = description["pid"]
+        self.node_ids[index] = description["node_id"]
+
+    def _kill(self, actor: Any) -> None:
+        """Stop an actor for good (dead or not)."""
+        try:
+            self._ray.kill(actor, no_restart=True)
+        except Exception:  # pragma: no cover - Ray already shut down
+            pass
+
+    def _encode(self, kind: str, argument: Any) -> tuple[str, Any]:
+        """The command itself, once its argument is known to pickle.
+
+        Only the user's arguments (``reset``'s options, ``call``'s and ``setattr``'s values)
+        are checked: Ray would refuse them when sent, after other envs had theirs. A
+        step's action comes from the action space and is not pickled twice.
+
+        Raises:
+            Exception: The argument cannot be pickled (e.g. ``TypeError``,
+                ``pickle.PicklingError``); nothing was sent.
+        """
+        if kind in _CHECKED_ARGUMENTS:
+            self._ray.cloudpickle.dumps(argument)
+        return kind, argument
+
+
+class RayRetroVectorEnv(RayActorsMixin, RetroVectorEnvBase):
     """Runs ``len(env_fns)`` envs, each in its own Ray actor, behind gymnasium's vector API.
 
     Behaves as :class:`~retrovec.AsyncRetroVectorEnv` (same methods, seeding, autoreset
@@ -276,34 +313,7 @@ class RayRetroVectorEnv(RetroVectorEnvBase):
             self.env_fns[index], self.autoreset_mode
         )
 
-    def _check_description(self, index: int, description: dict[str, Any]) -> None:
-        super()._check_description(index, description)
-        self.worker_pids[index] = description["pid"]
-        self.node_ids[index] = description["node_id"]
-
-    def _kill(self, actor: Any) -> None:
-        """Stop an actor for good (dead or not)."""
-        try:
-            self._ray.kill(actor, no_restart=True)
-        except Exception:  # pragma: no cover - Ray already shut down
-            pass
-
     # ------------------------------------------------------------------ transport
-
-    def _encode(self, kind: str, argument: Any) -> tuple[str, Any]:
-        """The command itself, once its argument is known to pickle.
-
-        Only the user's arguments (``reset``'s options, ``call``'s and ``setattr``'s values)
-        are checked: Ray would refuse them in ``_post``, after other envs had theirs. A
-        step's action comes from the action space and is not pickled twice.
-
-        Raises:
-            Exception: The argument cannot be pickled (e.g. ``TypeError``,
-                ``pickle.PicklingError``); nothing was sent.
-        """
-        if kind in _CHECKED_ARGUMENTS:
-            self._ray.cloudpickle.dumps(argument)
-        return kind, argument
 
     def _post(self, index: int, message: tuple[str, Any]) -> bool:
         """Call the actor's method for the command; a dead actor shows when its reply is

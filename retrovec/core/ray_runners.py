@@ -80,7 +80,7 @@ from retrovec.core.env_runner import (
     rows_index,
 )
 from retrovec.core.info_columns import InfoSchema
-from retrovec.core.ray_backend import WAIT_SLICE, _task_error, import_ray
+from retrovec.core.ray_backend import WAIT_SLICE, RayActorsMixin, _task_error, import_ray
 from retrovec.core.runner_channel import DriverChannel
 from retrovec.core.server import error_reply
 from retrovec.core.slots import CALL
@@ -127,9 +127,6 @@ class _Failed:
 _LOST = object()
 
 #: Commands whose argument comes from the user and may not pickle: checked by ``_encode``.
-_CHECKED_ARGUMENTS = ("reset", "call", "setattr")
-
-
 def _dumps(value: Any) -> bytes:
     """Pickle a command for a runner's channel (``cloudpickle`` for what plain pickle
     cannot: e.g. a lambda passed to ``call``)."""
@@ -183,7 +180,7 @@ def runner_layout(num_envs: int, envs_per_runner: int) -> list[range]:
 # --------------------------------------------------------------------------- driver side
 
 
-class RayRunnerVectorEnv(RetroVectorEnvBase):
+class RayRunnerVectorEnv(RayActorsMixin, RetroVectorEnvBase):
     """Runs ``len(env_fns)`` envs in Ray env runners of ``envs_per_runner`` each.
 
     What ``retrovec.make(..., backend="ray")`` builds. Behaves as
@@ -426,25 +423,7 @@ class RayRunnerVectorEnv(RetroVectorEnvBase):
             [self.env_fns[i] for i in envs], list(envs), self._inner_options
         )
 
-    def _check_description(self, index: int, description: dict[str, Any]) -> None:
-        super()._check_description(index, description)
-        self.worker_pids[index] = description["pid"]
-        self.node_ids[index] = description["node_id"]
-
-    def _kill(self, actor: Any) -> None:
-        try:
-            self._ray.kill(actor, no_restart=True)
-        except Exception:  # pragma: no cover - Ray already shut down
-            pass
-
     # ------------------------------------------------------------------ transport
-
-    def _encode(self, kind: str, argument: Any) -> tuple[str, Any]:
-        """The command itself, once its argument is known to pickle (see
-        :meth:`retrovec.core.ray_backend.RayRetroVectorEnv._encode`)."""
-        if kind in _CHECKED_ARGUMENTS:
-            self._ray.cloudpickle.dumps(argument)
-        return kind, argument
 
     def _post(self, index: int, message: tuple[str, Any]) -> bool:
         """Queue the command for its runner (sent by :meth:`_flush`). ``False`` for an env
