@@ -7,7 +7,9 @@ Parent side: :mod:`~retrovec.core.base` (gymnasium's vector API on one
 (with :mod:`~retrovec.core.channel`, :mod:`~retrovec.core.processes`,
 :mod:`~retrovec.core.reaper`, :mod:`~retrovec.core.signals`), and on Ray
 :mod:`~retrovec.core.ray_runners` (env runners, each hosting a process vector env:
-:mod:`~retrovec.core.env_runner`) and :mod:`~retrovec.core.ray_backend` (one actor per
+:mod:`~retrovec.core.env_runner`; :mod:`~retrovec.core.runner_placement`,
+:mod:`~retrovec.core.runner_transport`, :mod:`~retrovec.core.runner_replies`,
+:mod:`~retrovec.core.runner_channel`) and :mod:`~retrovec.core.ray_backend` (one actor per
 env, for envs that use Ray themselves). Shared memory: :mod:`~retrovec.core.arena`,
 :mod:`~retrovec.core.actions`, :mod:`~retrovec.core.info_columns`,
 :mod:`~retrovec.core.infos`. Env side: :mod:`~retrovec.core.server` (both backends),
