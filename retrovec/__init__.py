@@ -17,6 +17,8 @@ from retrovec import _aliases
 
 _aliases.install()  # the old flat module paths (retrovec.sb3, ...) keep working
 
+from retrovec.core.process_backend import AsyncRetroVectorEnv
+from retrovec.core.selection import EnvSelection
 from retrovec.errors import (
     BrokenVectorEnvError,
     InvalidGameError,
@@ -29,8 +31,6 @@ from retrovec.errors import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
-from retrovec.core.process_backend import AsyncRetroVectorEnv
-from retrovec.core.selection import EnvSelection
 from retrovec.retro.factory import make, make_env
 from retrovec.retro.games import list_games, list_states
 from retrovec.retro.registration import ENV_ID, register_envs
@@ -40,11 +40,11 @@ from retrovec.retro.wrappers.preprocessing import Preprocessing
 __version__ = "0.1.0"
 
 __all__ = [
+    "ENV_ID",
     "AsyncRetroVectorEnv",
     "AutoresetMode",
-    "ENV_ID",
-    "EnvSelection",
     "BrokenVectorEnvError",
+    "EnvSelection",
     "InvalidGameError",
     "Preprocessing",
     "RemoteTraceback",

@@ -68,7 +68,7 @@ class _AliasLoader(importlib.abc.Loader):
 
 
 class _AliasFinder(importlib.abc.MetaPathFinder):
-    def find_spec(self, fullname: str, path: object, target: object = None):  # noqa: ANN201
+    def find_spec(self, fullname: str, path: object, target: object = None):
         if not fullname.startswith("retrovec."):
             return None
         head, _, rest = fullname[len("retrovec."):].partition(".")

@@ -9,7 +9,6 @@ import time
 import psutil
 import pytest
 
-
 #: Ray's own session processes (GCS, raylet, agents, idle workers): the ``ray_local``
 #: fixture starts them once and stops them at the end of the session. An env's actor
 #: (``ray::EnvActor``) is not among them: it must be gone after every test.

@@ -177,7 +177,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     _check_movie(args.movie)
     out = args.out
     if out is None:
-        stem = args.movie[: -len(".bk2")] if args.movie.endswith(".bk2") else args.movie
+        stem = args.movie.removesuffix(".bk2")
         out = stem + ".mp4"
     _check_video(out)
     print(movie_to_video(args.movie, out, fps=args.fps, audio=args.audio))

@@ -498,7 +498,7 @@ class RetroVectorEnvBase(
     def __enter__(self) -> Any:
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         """Close on leaving a ``with`` block, also when it raised."""
         self.close()
 

@@ -91,7 +91,7 @@ class InfoSchema:
         True
     """
 
-    __slots__ = ("keys", "types", "_struct", "_convert", "_columns", "_hash")
+    __slots__ = ("_columns", "_convert", "_hash", "_struct", "keys", "types")
 
     keys: tuple[str, ...]
     types: tuple[type, ...]
@@ -200,7 +200,7 @@ class InfoColumnWriter:
         True
     """
 
-    __slots__ = ("row", "_buffer", "_schema", "_keys", "_types", "_pack")
+    __slots__ = ("_buffer", "_keys", "_pack", "_schema", "_types", "row")
 
     def __init__(self, row: np.ndarray) -> None:
         if (

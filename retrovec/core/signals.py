@@ -56,7 +56,7 @@ class InterruptGuard:
                     _signal.signal(_SIGINT, self._handle)
         return self
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self._depth -= 1
         if self._depth == 0 and self._previous is not None:
             previous, self._previous = self._previous, None
@@ -101,5 +101,5 @@ class _Released:
             guard._deliver(guard._previous)
             guard._held = False
 
-    def __exit__(self, *exc_info: Any) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.guard._held = True

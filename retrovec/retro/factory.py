@@ -27,22 +27,21 @@ import stable_retro
 from stable_retro import Actions, Observations, State
 from stable_retro.data import Integrations
 
+from retrovec.core.process_backend import AsyncRetroVectorEnv
+from retrovec.core.processes import available_cores
 from retrovec.errors import SpacesMismatchError
-from retrovec.retro.games import resolve_inttype, validate_data_file, validate_game, validate_state
 from retrovec.retro import make_checks as checks
+from retrovec.retro.curriculum import WrapStartStates, check_state_weights, locate_states
 from retrovec.retro.emulators import SECOND_EMULATOR, choose_context, second_emulator_error
+from retrovec.retro.games import resolve_inttype, validate_data_file, validate_game, validate_state
 from retrovec.retro.make_checks import check_wrappers as _check_wrappers
 from retrovec.retro.make_checks import is_int_at_least as _is_int_at_least
 from retrovec.retro.make_checks import spaces_mismatch
-from retrovec.retro.multiplayer import fix_multi_discrete
-from retrovec.retro.multiplayer import PlayerRewards
-from retrovec.core.processes import available_cores
-from retrovec.retro.curriculum import WrapStartStates, check_state_weights, locate_states
+from retrovec.retro.multiplayer import PlayerRewards, fix_multi_discrete
 from retrovec.retro.recording import RecordMovies, movie_folders
 from retrovec.retro.scenario import remember_scenario_path, scenario_path
 from retrovec.retro.snapshots import SaveStates
 from retrovec.retro.variables import GameVariables
-from retrovec.core.process_backend import AsyncRetroVectorEnv
 from retrovec.retro.wrappers.fused import fast_step
 from retrovec.retro.wrappers.preprocessing import Preprocessing
 

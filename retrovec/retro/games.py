@@ -25,8 +25,12 @@ import stable_retro
 import stable_retro.data as retro_data
 from stable_retro.data import Integrations
 
-from retrovec.errors import InvalidGameError, RomNotImportedError, UnknownGameError
-from retrovec.errors import UnknownStateError
+from retrovec.errors import (
+    InvalidGameError,
+    RomNotImportedError,
+    UnknownGameError,
+    UnknownStateError,
+)
 
 __all__ = [
     "list_games",

@@ -37,8 +37,9 @@ import json
 import operator
 import os
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 

@@ -482,7 +482,7 @@ def movie_to_video(
     require_imageio()  # fail before the emulator starts
     name = os.fspath(path)
     if out is None:
-        out = (name[: -len(".bk2")] if name.endswith(".bk2") else name) + ".mp4"
+        out = (name.removesuffix(".bk2")) + ".mp4"
     out = os.fspath(out)
     plan = replays._plan(name, None, None, Integrations.DEFAULT if inttype is None else inttype)
     folder = os.path.dirname(os.path.abspath(out))

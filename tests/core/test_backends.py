@@ -29,9 +29,9 @@ from retrovec import (
     WorkerCrashedError,
     WorkerTimeoutError,
 )
-from tests.lockstep import run_lockstep as lockstep
-from tests.envs import FailingEnv, SlowEnv, ToyEnv, ToyError, fns, make_airstriker, make_toy
 from tests.core.test_batches import reference_trajectory
+from tests.envs import FailingEnv, SlowEnv, ToyEnv, ToyError, fns, make_airstriker, make_toy
+from tests.lockstep import run_lockstep as lockstep
 
 
 @pytest.fixture(params=["process", "ray"])

@@ -3,6 +3,8 @@ trajectory is exactly what it would be on its own, however the batches fell."""
 
 from __future__ import annotations
 
+from functools import partial
+
 import numpy as np
 import pytest
 from gymnasium.error import AlreadyPendingCallError, ResetNeeded
@@ -10,7 +12,6 @@ from gymnasium.error import AlreadyPendingCallError, ResetNeeded
 import retrovec
 from retrovec import AsyncRetroVectorEnv, WorkerCrashedError, WorkerTimeoutError
 from tests.envs import SlowEnv, ToyEnv, fns, make_toy
-from functools import partial
 
 
 def reference_trajectory(seed: int, actions: list, steps: int) -> list:

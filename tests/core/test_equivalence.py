@@ -8,8 +8,8 @@ import pytest
 from gymnasium.vector import AutoresetMode
 
 from retrovec import AsyncRetroVectorEnv
-from tests.lockstep import run_lockstep as lockstep
 from tests.envs import fns, make_airstriker, make_toy
+from tests.lockstep import run_lockstep as lockstep
 
 
 def run_lockstep(env_fns, mode: AutoresetMode, steps: int, seed: int = 123, **kwargs) -> int:

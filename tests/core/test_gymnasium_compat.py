@@ -16,7 +16,7 @@ from gymnasium.error import AlreadyPendingCallError, ClosedEnvironmentError, NoA
 from gymnasium.vector import AutoresetMode
 
 from retrovec import AsyncRetroVectorEnv
-from tests.envs import TextEnv, fns, make_toy, SlowEnv, ToyEnv
+from tests.envs import SlowEnv, TextEnv, ToyEnv, fns, make_toy
 
 
 @pytest.fixture(params=[gym.vector.AsyncVectorEnv, AsyncRetroVectorEnv], ids=["gymnasium", "retrovec"])

@@ -345,7 +345,6 @@ def test_with_block_closes_the_workers_also_after_an_exception():
     with AsyncRetroVectorEnv(fns(make_toy, 2)) as envs:
         envs.reset(seed=0)
     assert envs.closed
-    with pytest.raises(ToyError):
-        with AsyncRetroVectorEnv(fns(make_toy, 2)) as envs:
-            raise ToyError("in the loop")
+    with pytest.raises(ToyError), AsyncRetroVectorEnv(fns(make_toy, 2)) as envs:
+        raise ToyError("in the loop")
     assert envs.closed

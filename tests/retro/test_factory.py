@@ -28,12 +28,16 @@ import stable_retro
 import stable_retro.data as retro_data
 from stable_retro.data import Integrations
 
-from retrovec.errors import InvalidGameError, RomNotImportedError, UnknownGameError
-from retrovec.errors import UnknownStateError
-from retrovec.retro.games import list_games
-from retrovec.retro.factory import make
-from retrovec.retro.registration import ENV_ID, register_envs
 from retrovec.core.process_backend import AsyncRetroVectorEnv
+from retrovec.errors import (
+    InvalidGameError,
+    RomNotImportedError,
+    UnknownGameError,
+    UnknownStateError,
+)
+from retrovec.retro.factory import make
+from retrovec.retro.games import list_games
+from retrovec.retro.registration import ENV_ID, register_envs
 
 # `retrovec.make` may be the function once retrovec/__init__.py imports it, so fetch the module.
 make_module = importlib.import_module("retrovec.retro.factory")

@@ -20,7 +20,6 @@ import pytest
 from retrovec.retro.factory import make
 from retrovec.retro.recording import movie_name
 from retrovec.retro.replay import movie_info
-
 from tests.movies import python, replay_movies
 
 GAME = "Airstriker-Genesis-v0"

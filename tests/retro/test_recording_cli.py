@@ -9,7 +9,6 @@ import pytest
 
 from retrovec.cli import main
 from retrovec.retro.factory import make
-
 from tests.movies import python
 
 GAME = "Airstriker-Genesis-v0"

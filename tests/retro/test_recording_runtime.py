@@ -17,7 +17,6 @@ import pytest
 from retrovec.retro.factory import make
 from retrovec.retro.recording import MovieRecord, read_movie_record
 from retrovec.retro.replay import movie_info
-
 from tests.movies import replay_movies
 
 GAME = "Airstriker-Genesis-v0"

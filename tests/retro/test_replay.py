@@ -15,7 +15,6 @@ import pytest
 from retrovec.errors import UnknownGameError
 from retrovec.retro.factory import make
 from retrovec.retro.replay import movie_info, movie_to_mp4, replay
-
 from tests.movies import python, replay_movies
 
 GAME = "Airstriker-Genesis-v0"

@@ -19,7 +19,12 @@ import pytest
 import stable_retro
 
 from retrovec import AsyncRetroVectorEnv, Preprocessing, make
-from retrovec.retro.scenario import FastScenario, ScenarioRules, remember_scenario_path, scenario_path
+from retrovec.retro.scenario import (
+    FastScenario,
+    ScenarioRules,
+    remember_scenario_path,
+    scenario_path,
+)
 from retrovec.retro.wrappers.fused import FusedFrameSkip, fast_step
 
 GAME = "Airstriker-Genesis-v0"

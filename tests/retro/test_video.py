@@ -13,7 +13,6 @@ from gymnasium.vector import SyncVectorEnv
 
 from retrovec.retro.factory import make
 from retrovec.retro.video import VectorVideoRecorder, VideoWriter, tile_frames
-
 from tests.movies import python
 
 imageio = pytest.importorskip("imageio.v2")

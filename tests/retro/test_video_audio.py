@@ -15,7 +15,6 @@ import pytest
 
 from retrovec.retro.factory import make
 from retrovec.retro.recording import best_movies
-
 from tests.movies import python
 
 imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tensorboard")
 
-from retrovec.training.ppo import Args, collect_rollout, compute_gae, load_checkpoint, train  # noqa: E402
+from retrovec.training.ppo import Args, collect_rollout, compute_gae, load_checkpoint, train
 
 
 class ThreeSteps(gym.Env):
@@ -188,7 +188,7 @@ def test_evaluate_command_compares_a_checkpoint_with_random_play(tmp_path, capsy
 def test_an_interrupted_run_keeps_its_progress_and_resumes(tmp_path, monkeypatch, capsys):
     """Ctrl-C in the third rollout: the two finished iterations are saved although the
     checkpoint interval was not reached, and a resumed run carries on from there."""
-    import retrovec.training.ppo as ppo
+    from retrovec.training import ppo
 
     calls = []
     real = ppo.collect_rollout
@@ -217,7 +217,7 @@ def test_an_interrupted_run_keeps_its_progress_and_resumes(tmp_path, monkeypatch
 def test_an_error_after_the_start_still_writes_a_checkpoint(tmp_path, monkeypatch, capsys):
     """docs/ppo.md: on any error once training has started, checkpoint.pt is written (here
     in the first rollout, before any iteration finished: the counters are 0)."""
-    import retrovec.training.ppo as ppo
+    from retrovec.training import ppo
 
     def broken(*args, **kwargs):
         raise TypeError("boom")

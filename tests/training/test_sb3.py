@@ -9,12 +9,12 @@ import pytest
 pytest.importorskip("stable_baselines3")
 pytest.importorskip("torch")
 
-from gymnasium.vector import AutoresetMode  # noqa: E402
-from stable_baselines3.common.vec_env import VecFrameStack, VecMonitor  # noqa: E402
+from gymnasium.vector import AutoresetMode
+from stable_baselines3.common.vec_env import VecFrameStack, VecMonitor
 
-import retrovec  # noqa: E402
-from retrovec.training.sb3 import Sb3VecEnv, make_sb3, unbatch_infos  # noqa: E402
-from tests.envs import fns, make_airstriker, make_toy  # noqa: E402
+import retrovec
+from retrovec.training.sb3 import Sb3VecEnv, make_sb3, unbatch_infos
+from tests.envs import fns, make_airstriker, make_toy
 
 GAME = "Airstriker-Genesis-v0"
 # grey 84x84, one channel first: SB3's CnnPolicy wants (C, H, W); VecFrameStack stacks C.
