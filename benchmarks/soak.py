@@ -36,11 +36,21 @@ from gymnasium.wrappers.vector import RecordEpisodeStatistics
 import retrovec
 
 
+def _is_reaper(process: psutil.Process) -> bool:
+    try:
+        return "retrovec-reaper" in " ".join(process.cmdline())
+    except psutil.Error:  # gone, or a zombie
+        return False
+
+
 def _snapshot() -> dict:
     gc.collect()
+    # retrovec's reaper (retrovec/core/reaper.py) is one process per parent that lives as
+    # long as the parent, by design; it and the one pipe to it are not a leak.
+    reapers = [p for p in psutil.Process().children(recursive=True) if _is_reaper(p)]
     return {
-        "children": len(psutil.Process().children(recursive=True)),
-        "fds": len(os.listdir("/proc/self/fd")),
+        "children": len(psutil.Process().children(recursive=True)) - len(reapers),
+        "fds": len(os.listdir("/proc/self/fd")) - len(reapers),
         "shm": sorted(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else [],
     }
 
@@ -64,6 +74,7 @@ def soak(
     )
     stats = RecordEpisodeStatistics(envs, buffer_length=10**6)
     kills = {"idle": 0, "mid_step": 0}
+    killed: set[int] = set()  # the pids of every worker killed so far
     restarts_seen = 0
     episodes: list[int] = []
     length = np.zeros(num_envs, dtype=np.int64)  # steps in the current episode
@@ -80,15 +91,20 @@ def soak(
                 actions[:] = rng.integers(0, 2, actions.shape)
                 kill = rng.random() < kill_probability
                 victim = int(rng.integers(num_envs))
+                pid = envs.processes[victim].pid
+                # A worker killed but not yet noticed (a restart comes at the next step) is
+                # not killed again: that kill would count without a death to restart.
+                kill = kill and pid not in killed
                 if kill and rng.random() < 0.5:
-                    os.kill(envs.processes[victim].pid, signal.SIGKILL)
+                    os.kill(pid, signal.SIGKILL)
+                    killed.add(pid)
                     kills["idle"] += 1
                     kill = False
                 timer = None
                 if kill:  # lands while the step is in flight (or just after: then idle)
-                    pid = envs.processes[victim].pid
                     timer = threading.Timer(0.0003, os.kill, (pid, signal.SIGKILL))
                     timer.start()
+                    killed.add(pid)
                     kills["mid_step"] += 1
                 _, _, terminations, truncations, infos = stats.step(actions)
                 if timer is not None:

@@ -40,6 +40,7 @@ from retrovec.core.arena import ArenaLayout, SharedArena, is_shareable
 from retrovec.core.base import ReplacementDied, RetroVectorEnvBase, base_arguments
 from retrovec.core.channel import PIPE_REPLY, ChannelWaiter, WorkerChannel
 from retrovec.core.info_columns import InfoSchema
+from retrovec.core.lockstep import Doorbell, LockstepMixin
 from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
 from retrovec.core.server import error_reply
 from retrovec.core.slots import CALL
@@ -89,7 +90,7 @@ def _close_open_envs() -> None:
             pass
 
 
-class AsyncRetroVectorEnv(RetroVectorEnvBase):
+class AsyncRetroVectorEnv(LockstepMixin, RetroVectorEnvBase):
     """Runs ``len(env_fns)`` envs, each in its own process, behind gymnasium's vector API.
 
     Args:
@@ -233,6 +234,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
     def _start_workers(self) -> None:
         self._spins = spin_plan(self.spin_seconds, self.num_envs, available_cores())
         self._waiter = ChannelWaiter(self._spins[1], self._guard)
+        self._doorbell = Doorbell()
         # Ctrl-C is held while a worker starts (a worker started but not yet recorded
         # would be left running) and raised between two starts.
         with self._guard, frozen_heap(self._ctx.get_start_method()):
@@ -294,7 +296,7 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
     def _attach(self, index: int, message: bytes) -> bool:
         channel = self._channels[index]
         return channel.send(message) and channel.send_fds(
-            [self._arena.fd, self._waiter.completion_fd]
+            [self._arena.fd, self._waiter.completion_fd, *self._doorbell.worker_fds()]
         )
 
     # ------------------------------------------------------------------ transport
@@ -383,6 +385,8 @@ class AsyncRetroVectorEnv(RetroVectorEnvBase):
         stop_processes(self.processes, timeout=0.0 if force else 5.0)
         if self._waiter is not None:
             self._waiter.close()
+        if self._doorbell is not None:
+            self._doorbell.close()
         if self._arena is not None:
             for fd in self._arena_fds:
                 disown_fd(fd)

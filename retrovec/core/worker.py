@@ -3,10 +3,11 @@
 Protocol (parent -> worker, over the worker's own socketpair, ``multiprocessing`` framing):
 
 1. The worker builds its env and replies with its spaces, metadata and render mode.
-2. ``("attach", layout)`` followed by two file descriptors (SCM_RIGHTS): the arena, which
+2. ``("attach", layout)`` followed by four file descriptors (SCM_RIGHTS): the arena, which
    the worker maps and from then on writes observations, rewards, terminations,
-   truncations and scalar infos into (its row), and reads its actions from; and the write
-   end of the vector env's completion pipe.
+   truncations and scalar infos into (its row), and reads its actions from; the write
+   end of the vector env's completion pipe; and the token pipe's read end and the
+   doorbell's write end of :class:`~retrovec.core.lockstep.Doorbell`.
 3. The commands of :class:`~retrovec.core.server.EnvServer` (``reset``, ``reset-noop``,
    ``reset-after-restart``, ``step``, ``call``, ``setattr``), and ``("close", None)``.
 
@@ -43,10 +44,15 @@ from retrovec.core.info_columns import InfoColumnWriter, InfoSchema
 from retrovec.core.processes import spin_poll
 from retrovec.core.server import EnvServer, describe, error_reply, one_thread_per_library
 
-__all__ = ["STEP_COMMAND", "worker_main"]
+__all__ = ["LOCKSTEP_COMMAND", "STEP_COMMAND", "worker_main"]
 
 #: The step command when actions are in shared memory: pickled once, compared as bytes.
 STEP_COMMAND = bytes(ForkingPickler.dumps(("step", IN_ARENA)))
+
+#: The step command of the lockstep fast path (:mod:`retrovec.core.lockstep`): a step
+#: like :data:`STEP_COMMAND`, after whose reply the worker takes a token from the token
+#: pipe, or rings the doorbell when none is left (it answered last).
+LOCKSTEP_COMMAND = b"retrovec-lockstep-step"
 
 #: What ``run`` returns for a step or reset whose observation is in the arena and whose
 #: info is in the arena's info columns with the schema this worker sent last: the reply is
@@ -88,11 +94,13 @@ class _ArenaPublisher:
         self.write_info: Callable[[dict], InfoSchema | None] | None = None
         self.sent_schema: InfoSchema | None = None
         self.completions: int | None = None  # the completion pipe's write end
+        self.tokens: int | None = None  # the lockstep token pipe's read end (non-blocking)
+        self.doorbell: int | None = None  # the lockstep doorbell's write end
         self.record = COMPLETION.pack(index, generation)
 
     def attach(self, layout: ArenaLayout) -> None:
         with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            arena_fd, self.completions = recvfds(sock, 2)
+            arena_fd, self.completions, self.tokens, self.doorbell = recvfds(sock, 4)
         self.arena = SharedArena.attach(layout, arena_fd)
         if layout.observation_space is not None:
             self.write_observation = self.arena.observation_writer(self.index)
@@ -140,9 +148,19 @@ class _ArenaPublisher:
         if self.arena is not None:
             self.arena.close()
             self.arena = None
-        if self.completions is not None:
-            os.close(self.completions)
-            self.completions = None
+        for name in ("completions", "tokens", "doorbell"):
+            fd = getattr(self, name)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, name, None)
+
+    def answered_lockstep(self) -> None:
+        """After the reply to a lockstep step: take a token, or ring the doorbell if none
+        is left (this worker answered last; see :class:`~retrovec.core.lockstep.Doorbell`)."""
+        try:
+            os.read(self.tokens, 1)
+        except BlockingIOError:
+            os.write(self.doorbell, b"\0")
 
 
 def _send(conn: Connection, reply: tuple[bool, Any]) -> bool:
@@ -184,7 +202,11 @@ def _serve(
         except (EOFError, OSError):
             return
         # The step command is the same bytes every step: compare, don't unpickle.
-        kind, argument = ("step", IN_ARENA) if message == STEP_COMMAND else pickle.loads(message)
+        lockstep = message == LOCKSTEP_COMMAND
+        if lockstep or message == STEP_COMMAND:
+            kind, argument = "step", IN_ARENA
+        else:
+            kind, argument = pickle.loads(message)
         if kind == "close":
             try:
                 publisher.close()
@@ -200,12 +222,19 @@ def _serve(
             if result is INFO_IN_COLUMNS:
                 try:
                     os.write(publisher.completions, publisher.record)
+                    if lockstep:
+                        publisher.answered_lockstep()
                 except OSError:  # the parent is gone
                     return
                 continue
             reply = (True, result)
         if not _send(conn, reply):
             return
+        if lockstep:
+            try:
+                publisher.answered_lockstep()
+            except OSError:  # the parent is gone
+                return
 
 
 def worker_main(

@@ -1,0 +1,302 @@
+"""The lockstep fast path of :class:`~retrovec.AsyncRetroVectorEnv`: one plain ``step()``
+of every env, done without the slot table when nothing unusual happens.
+
+Why a hand-written path: the general one (:meth:`~retrovec.core.base.RetroVectorEnvBase.step`
+= ``step_async`` + ``step_wait``) walks the slot table, encodes, dispatches and settles
+every env one by one, and its per-env Python was about half of the parent's CPU per env
+step. In the common case (every env idle, actions in shared memory, every reply an
+8-byte record in the completion pipe) none of that bookkeeping changes anything: the
+slots go IDLE -> BUSY -> DONE -> IDLE within the call. This path writes the constant step
+frame to each worker, reads the completion records, and builds the result as the general
+path would (:meth:`~retrovec.core.base.RetroVectorEnvBase._step_result`).
+
+Anything else hands over to the general path, which stays the one place that handles
+failures: a send that fails, a reply on a socket (an error, a new info schema), a
+worker's death, a timeout and a Ctrl-C all first write into the slot table exactly what
+the general path would have recorded by then (sent envs BUSY, answered ones DONE, the
+call pending as ``step``), and then the general code continues from there
+(:meth:`LockstepMixin._hand_over`).
+
+Waking the parent once per step rather than once per reply (:class:`Doorbell`): the
+workers' completion records still go to the completion pipe, but this path sleeps on a
+doorbell that only the worker that answers last rings. Before it sends the step, the
+parent puts ``num_envs - 1`` tokens in a token pipe; after its reply each worker takes
+one (a pipe read is atomic), and the one that finds none left rings. Workers write their
+record before they take a token, so when the bell rings every record is there. The parent
+never trusts the bell: it counts records and sleeps again if some are missing (a straggler
+of a round that was handed over may take a token, or ring, late), and a worker that dies
+or answers on its socket wakes it through its sentinel or socket.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import time
+from typing import Any
+
+from gymnasium.vector.async_vector_env import AsyncState
+
+from retrovec.core.actions import IN_ARENA
+from retrovec.core.channel import COMPLETION, WorkerChannel
+from retrovec.core.processes import disown_fd, own_fd, spin_poll
+from retrovec.core.signals import InterruptGuard
+from retrovec.core.slots import CALL, SlotState
+from retrovec.core.worker import LOCKSTEP_COMMAND
+from retrovec.errors import WorkerTimeoutError
+
+__all__ = ["Doorbell", "LockstepMixin"]
+
+#: The most envs the fast path steps: the tokens (one byte per env) must fit in a pipe
+#: whose capacity was cut to one page (``pipe-user-pages-soft``), so the write never blocks.
+MAX_LOCKSTEP_ENVS = 4096
+
+_IDLE = SlotState.IDLE
+_READ_SIZE = 1 << 16  # a multiple of COMPLETION.size: a read holds whole records
+
+
+class Doorbell:
+    """The token pipe and the doorbell of the lockstep path, and an epoll set over the
+    doorbell and every worker's socket and sentinel (see the module docstring).
+
+    Example:
+        >>> bell = Doorbell()
+        >>> tokens, ring = bell.worker_fds()
+        >>> bell.arm([], 3)  # 2 tokens: the third worker to answer rings
+        >>> os.read(tokens, 1), os.read(tokens, 1)
+        (b'\\x00', b'\\x00')
+        >>> _ = os.write(ring, b"\\0")
+        >>> bell.wait(0.0, 0.0, InterruptGuard()) == [(bell.bell, select.EPOLLIN)]
+        True
+        >>> bell.silence(); bell.wait(0.0, 0.0, InterruptGuard())
+        []
+        >>> bell.close()
+    """
+
+    def __init__(self) -> None:
+        self._tokens, self._refill = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        self.bell, self._ring = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
+        os.set_blocking(self._ring, True)  # a worker's ring is never lost
+        for fd in (self._tokens, self._refill, self.bell, self._ring):
+            own_fd(fd)
+        self._epoll: select.epoll | None = None
+        self._watched: list[WorkerChannel] = []
+        self.dirty = False  # a round was handed over: tokens may be left in the pipe
+
+    def worker_fds(self) -> list[int]:
+        """What each worker gets at attach: the token pipe's read end, the bell's write end."""
+        return [self._tokens, self._ring]
+
+    def arm(self, channels: list[WorkerChannel], count: int) -> None:
+        """Ready a round of ``count`` replies from ``channels``: watch them (a new epoll set
+        when they changed, so no retired worker's registration survives), and put
+        ``count - 1`` tokens in the pipe (after a handed-over round, once it is emptied)."""
+        if self._epoll is None or channels != self._watched:  # channels compare by identity
+            self._rebuild(channels)
+        if self.dirty:
+            _drain(self._tokens)
+            self.dirty = False
+        if count > 1:
+            try:  # fewer tokens than asked (a full pipe) only means earlier rings: safe
+                os.write(self._refill, bytes(count - 1))
+            except BlockingIOError:
+                pass
+
+    def _rebuild(self, channels: list[WorkerChannel]) -> None:
+        self._close_epoll()
+        epoll = select.epoll()
+        own_fd(epoll.fileno())
+        self._epoll = epoll
+        epoll.register(self.bell, select.EPOLLIN)
+        for channel in channels:
+            for fd in (channel._fd, channel._sentinel):
+                epoll.register(fd, select.EPOLLIN)
+        self._watched = list(channels)
+
+    def wait(
+        self, timeout: float | None, spin_seconds: float, guard: InterruptGuard
+    ) -> list[tuple[int, int]]:
+        """Events of the bell, sockets and sentinels (spinning first, as the waiter does);
+        a Ctrl-C raises here at once."""
+        epoll = self._epoll
+        with guard.released():
+            events = []
+            if spin_seconds:
+                spin = spin_seconds if timeout is None else min(spin_seconds, timeout)
+                events = spin_poll(epoll.poll, spin)
+            if not events:
+                events = epoll.poll(-1 if timeout is None else timeout)
+        return events
+
+    def silence(self) -> None:
+        """Read every ring so far."""
+        _drain(self.bell)
+
+    def _close_epoll(self) -> None:
+        if self._epoll is not None:
+            disown_fd(self._epoll.fileno())
+            self._epoll.close()
+            self._epoll = None
+            self._watched = []
+
+    def close(self) -> None:
+        """Release every descriptor (once)."""
+        self._close_epoll()
+        if self._ring >= 0:
+            for fd in (self._tokens, self._refill, self.bell, self._ring):
+                disown_fd(fd)
+                os.close(fd)
+            self._tokens = self._refill = self.bell = self._ring = -1
+
+
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if len(os.read(fd, _READ_SIZE)) < _READ_SIZE:
+                return
+        except (BlockingIOError, InterruptedError):
+            return
+
+
+class _HandOver(Exception):
+    """Something the fast path does not handle: the general path continues."""
+
+
+class LockstepMixin:
+    """``step()`` through the fast path when :meth:`_lockstep_ready` (see the module
+    docstring); mixed into :class:`~retrovec.AsyncRetroVectorEnv` before its base, which
+    sets ``_doorbell`` (a :class:`Doorbell`) once its workers can take commands."""
+
+    _doorbell: Doorbell | None = None
+    _all_reset = False
+
+    def _lockstep_ready(self) -> bool:
+        """Every env idle and reset, no call or batch pending, actions and observations in
+        shared memory: the case the fast path handles."""
+        if (
+            self._state is not AsyncState.DEFAULT
+            or self.closed
+            or self._broken is not None
+            or self._parked is not None
+            or not self._observations_shared
+            or self._actions is None
+            or not self._actions.shared
+            or self._doorbell is None
+            or self.num_envs > MAX_LOCKSTEP_ENVS
+        ):
+            return False
+        if not self._all_reset:  # _ever_reset only grows: once all, always all
+            if not self._ever_reset.all():
+                return False
+            self._all_reset = True
+        for slot in self._slots.entries:
+            if slot.state is not _IDLE or slot.episode_end is not None:
+                return False
+        return True
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        """Step every env with its action and batch the results (as gymnasium's
+        ``step``); see :meth:`RetroVectorEnvBase.step
+        <retrovec.core.base.RetroVectorEnvBase.step>`."""
+        if not self._lockstep_ready():
+            return super().step(actions)
+        arguments = self._step_arguments(actions)  # checks and writes, as step_async does
+        if arguments[0] is not IN_ARENA:  # actions to pickle: the general path sends them
+            with self._guard:
+                self._dispatch(self._step_commands(range(self.num_envs), arguments, CALL), CALL)
+                self._state = AsyncState.WAITING_STEP
+            return self.step_wait()
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        sent = 0
+        arrived = [False] * self.num_envs
+        with self._guard:  # Ctrl-C only where the loop below hands over first
+            self._doorbell.arm(self._channels, self.num_envs)
+            try:
+                for channel in self._channels:
+                    if not channel.send(LOCKSTEP_COMMAND):
+                        raise _HandOver
+                    sent += 1
+                self._collect(arrived, deadline)
+            except _HandOver:
+                self._hand_over(sent, arrived)
+            except BaseException:
+                self._hand_over(sent, arrived)
+                raise
+            else:
+                # Every env answered and is idle again; an error here ends the call (as
+                # in _finish_call).
+                result = self._step_result([(None, schema) for schema in self._schemas])
+                # As _finish_call does: a Ctrl-C noted from here on leaves the call
+                # pending with its result, which step_wait() then returns.
+                self._parked = (result,)
+                self._state = AsyncState.WAITING_STEP
+        # Leaving the guard delivers a Ctrl-C noted meanwhile: the call is pending then.
+        if self._parked is None:  # handed over: the general path finishes the call
+            return self._continue(deadline)
+        (result,), self._parked = self._parked, None
+        self._state = AsyncState.DEFAULT
+        return result
+
+    def _collect(self, arrived: list[bool], deadline: float | None) -> None:
+        """Sleep on the doorbell and read completion records until every env's arrived;
+        raise :class:`_HandOver` on any other event (a socket or a sentinel ready) or when
+        ``deadline`` passes."""
+        waiter = self._waiter
+        doorbell = self._doorbell
+        channels = self._channels
+        pipe = waiter._completions
+        live = waiter._live
+        missing = len(arrived)
+        guard = self._guard
+        spin = waiter.spin_seconds
+        while missing:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            events = doorbell.wait(remaining, spin, guard)
+            if not events:
+                raise _HandOver  # timed out: the general path decides
+            for fd, _ in events:
+                if fd != doorbell.bell:
+                    raise _HandOver
+            doorbell.silence()
+            while True:
+                try:
+                    data = os.read(pipe, _READ_SIZE)
+                except (BlockingIOError, InterruptedError):
+                    break
+                for key in COMPLETION.iter_unpack(data):
+                    channel = live.get(key)  # None: a retired worker's record, dropped
+                    if channel is not None and channels[key[0]] is channel and (
+                        not arrived[key[0]]
+                    ):
+                        arrived[key[0]] = True
+                        missing -= 1
+                if len(data) < _READ_SIZE:
+                    break
+            guard.checkpoint()
+
+    def _hand_over(self, sent: int, arrived: list[bool]) -> None:
+        """Record in the slot table what the general path would have by now: the first
+        ``sent`` envs were sent ``step`` (BUSY), those that ``arrived`` answered from the
+        arena (DONE), and a ``step`` call is pending."""
+        self._doorbell.dirty = True
+        slots = self._slots
+        schemas = self._schemas
+        for index in range(sent):
+            slots.send(index, "step", IN_ARENA, CALL)
+            if arrived[index]:
+                slots.settle(index, (True, (None, schemas[index])))
+        self._state = AsyncState.WAITING_STEP
+
+    def _continue(self, deadline: float | None) -> tuple[Any, Any, Any, Any, dict]:
+        """The rest of the call on the general path, within the same ``deadline``."""
+        unsent = [(index, "step", IN_ARENA) for index, slot in enumerate(self._slots.entries)
+                  if slot.state is _IDLE]
+        if unsent:  # a send failed: the general path records the dead env, sends the rest
+            with self._guard:
+                self._dispatch(unsent, CALL)
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        busy = set(self._slots.busy(CALL))
+        self._wait_for(busy, remaining)
+        if busy:  # still pending, as after the general path's timeout
+            raise WorkerTimeoutError("step_wait", self.timeout, sorted(busy))
+        return self.step_wait()
