@@ -77,6 +77,7 @@ from retrovec.core.ray_backend import WAIT_SLICE, RayActorsMixin, import_ray
 from retrovec.core.runner_channel import DriverChannel
 from retrovec.core.runner_placement import (
     RunnerPlacementMixin,
+    check_cluster_fits,
     default_envs_per_runner,
     per_runner_options,
     runner_layout,
@@ -205,13 +206,17 @@ class RayRunnerVectorEnv(
         self._ray = ray = import_ray()
         if not ray.is_initialized():
             ray.init()
+        cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
         if envs_per_runner is None:
-            cpus = [n["Resources"].get("CPU", 0.0) for n in ray.nodes() if n["Alive"]]
             envs_per_runner = default_envs_per_runner(self.num_envs, cpus, num_cpus)
         self.envs_per_runner = min(envs_per_runner, self.num_envs)
         self.runner_envs = runner_layout(self.num_envs, self.envs_per_runner)
         count = len(self.runner_envs)
         per_runner = per_runner_options(runner_options, count, self.envs_per_runner)
+        if placement_group is None and not any(
+            "num_cpus" in options or "resources" in options for options in per_runner
+        ):  # the user's own reservations are theirs to judge (an autoscaler may add nodes)
+            check_cluster_fits(self.num_envs, num_cpus, self.envs_per_runner, cpus)
         self.num_cpus = num_cpus
         self.runner_options = per_runner
         self._inner_options = {

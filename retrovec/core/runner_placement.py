@@ -101,6 +101,54 @@ def per_runner_options(
     return per_runner
 
 
+def check_cluster_fits(
+    num_envs: int, num_cpus: float, envs_per_runner: int, node_cpus: Sequence[float]
+) -> None:
+    """Refuse a layout that Ray could never place, instead of waiting for it forever.
+
+    Ray keeps an actor that asks for more CPUs than any node has pending until a node
+    that has them joins, silently: a ``make(num_envs=16, backend="ray")`` on a 2-CPU
+    laptop would hang at start-up. Each env is its own process whatever Ray reserves, so
+    the fix is usually a smaller ``num_cpus``.
+
+    Args:
+        num_envs: The number of envs.
+        num_cpus: CPUs reserved per env.
+        envs_per_runner: The envs of the largest runner.
+        node_cpus: The CPUs of each alive node.
+
+    Raises:
+        ValueError: The envs need more CPUs than the cluster has, or one runner more than
+            its largest node has.
+
+    Example:
+        >>> check_cluster_fits(16, 0.125, 16, [2.0])
+        >>> check_cluster_fits(16, 1, 2, [2.0])
+        Traceback (most recent call last):
+        ...
+        ValueError: 16 envs at num_cpus=1 need 16 CPUs, but the Ray cluster has 2 (largest node 2), so Ray would keep the runners waiting for CPUs forever. Pass num_cpus=0.125 (every env is its own process either way; num_cpus is what Ray reserves), fewer envs, or add nodes.
+    """
+    if num_cpus <= 0 or not node_cpus:
+        return
+    total, largest = sum(node_cpus), max(node_cpus)
+    needed, per_runner = num_cpus * num_envs, num_cpus * envs_per_runner
+    if needed <= total + 1e-9 and per_runner <= largest + 1e-9:
+        return
+    fitting = largest / envs_per_runner if needed <= total else total / num_envs
+    what = (
+        f"{num_envs} envs at num_cpus={num_cpus:g} need {needed:g} CPUs"
+        if needed > total
+        else f"a runner of {envs_per_runner} envs at num_cpus={num_cpus:g} needs "
+        f"{per_runner:g} CPUs on one node"
+    )
+    raise ValueError(
+        f"{what}, but the Ray cluster has {total:g} (largest node {largest:g}), so Ray "
+        f"would keep the runners waiting for CPUs forever. Pass num_cpus={fitting:g} (every "
+        "env is its own process either way; num_cpus is what Ray reserves), fewer envs, or "
+        "add nodes."
+    )
+
+
 class RunnerPlacementMixin:
     """The runners' layout and start-up, for
     :class:`~retrovec.core.ray_runners.RayRunnerVectorEnv`: which runner hosts an env,

@@ -399,3 +399,14 @@ def test_runner_arguments_are_checked(make_envs):
         make_envs(probe_fns(2), num_cpus=-1)
     with pytest.raises(ValueError, match="local_channel must be True or False"):
         make_envs(probe_fns(2), local_channel="yes")
+
+
+def test_a_layout_ray_could_never_place_is_refused_at_once():
+    from retrovec.core.runner_placement import check_cluster_fits
+
+    check_cluster_fits(16, 0.125, 16, [2.0])  # fits: nothing raised
+    check_cluster_fits(16, 0, 16, [2.0])  # num_cpus=0 reserves nothing
+    with pytest.raises(ValueError, match=r"16 envs at num_cpus=1 need 16 CPUs.*has 2.*num_cpus=0\.125"):
+        check_cluster_fits(16, 1, 2, [2.0])
+    with pytest.raises(ValueError, match=r"a runner of 4 envs at num_cpus=1 needs 4 CPUs on one node.*num_cpus=0\.5"):
+        check_cluster_fits(4, 1, 4, [2.0, 2.0])
