@@ -174,6 +174,7 @@ class RayActorsMixin:
     check a command's argument pickles before anything is sent."""
 
     _ray: Any
+    timeout: float | None
     worker_pids: list[int | None]
     node_ids: list[str]
 
@@ -188,6 +189,35 @@ class RayActorsMixin:
             self._ray.kill(actor, no_restart=True)
         except Exception:  # pragma: no cover - Ray already shut down
             pass
+
+    def _await_verdict(self, actor: Any) -> None:
+        """Wait (at most ``timeout``) until Ray knows whether ``actor`` is dead or alive.
+
+        Ray calls an actor on a node that stopped answering *unavailable*
+        (``ActorUnavailableError``) until its health check declares the node dead, a few
+        seconds later. Until then the node is still in the cluster's view, and a
+        replacement placed there (e.g. by a soft node affinity) would die with it. A ping
+        answers at once for an actor Ray knows dead or alive, and otherwise once it
+        knows."""
+        ray = self._ray
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        while True:
+            ping = actor.ping.remote()
+            while not ray.wait([ping], timeout=WAIT_SLICE)[0]:  # Ctrl-C works between
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+            try:
+                ray.get(ping)
+            except ray.exceptions.ActorUnavailableError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return
+                time.sleep(WAIT_SLICE)  # no verdict yet: ask again
+                continue
+            except ray.exceptions.RayError:
+                pass  # dead
+            return
+
+    # ------------------------------------------------------------------ shutdown
 
     def _encode(self, kind: str, argument: Any) -> tuple[str, Any]:
         """The command itself, once its argument is known to pickle.
@@ -396,35 +426,6 @@ class RayRetroVectorEnv(RayActorsMixin, RetroVectorEnvBase):
             self._kill(dead)
         self.actors[index] = self._start_actor(index)
         self._check_description(index, self._replacement_payload(index, "build", None, "build"))
-
-    def _await_verdict(self, actor: Any) -> None:
-        """Wait (at most ``timeout``) until Ray knows whether ``actor`` is dead or alive.
-
-        Ray calls an actor on a node that stopped answering *unavailable*
-        (``ActorUnavailableError``) until its health check declares the node dead, a few
-        seconds later. Until then the node is still in the cluster's view, and a
-        replacement placed there (e.g. by a soft node affinity) would die with it. A ping
-        answers at once for an actor Ray knows dead or alive, and otherwise once it
-        knows."""
-        ray = self._ray
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        while True:
-            ping = actor.ping.remote()
-            while not ray.wait([ping], timeout=WAIT_SLICE)[0]:  # Ctrl-C works between
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-            try:
-                ray.get(ping)
-            except ray.exceptions.ActorUnavailableError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                time.sleep(WAIT_SLICE)  # no verdict yet: ask again
-                continue
-            except ray.exceptions.RayError:
-                pass  # dead
-            return
-
-    # ------------------------------------------------------------------ shutdown
 
     def close_extras(self, timeout: float | None = None, terminate: bool = False) -> None:
         """Close every env in its actor, then kill the actors.

@@ -335,29 +335,6 @@ class RayRunnerVectorEnv(
             self._crash_cause = error
             return None
 
-    def _await_verdict(self, actor: Any) -> None:
-        """Wait (at most ``timeout``) until Ray knows whether ``actor`` is dead: a
-        replacement must not be placed on a node that is lost but not yet declared so."""
-        ray = self._ray
-        deadline = None if self.timeout is None else time.monotonic() + self.timeout
-        while True:
-            ping = actor.ping.remote()
-            while not ray.wait([ping], timeout=WAIT_SLICE)[0]:  # Ctrl-C works between
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-            try:
-                ray.get(ping)
-            except ray.exceptions.ActorUnavailableError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    return
-                time.sleep(WAIT_SLICE)
-                continue
-            except ray.exceptions.RayError:
-                pass
-            return
-
-    # ------------------------------------------------------------------ shutdown
-
     def close_extras(self, timeout: float | None = None, terminate: bool = False) -> None:
         """Close every env in its runner, then kill the runners (and remove the placement
         group this vector env created).
