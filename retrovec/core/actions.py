@@ -225,6 +225,9 @@ def _integer_bounds(space: spaces.Space) -> Iterator[tuple[Path, tuple[np.ndarra
             yield path, (leaf.low, leaf.high)
 
 
+_UNSIGNED = {size: np.dtype(f"u{size}") for size in (1, 2, 4, 8)}
+
+
 def make_action_writer(arena: SharedArena, exact: bool) -> Callable[..., bool]:
     """:meth:`SharedArena.action_writer <retrovec.core.arena.SharedArena.action_writer>`:
     checks and stores batches of actions in ``arena`` (see there). Written by hand: it is
@@ -263,9 +266,29 @@ def make_action_writer(arena: SharedArena, exact: bool) -> Callable[..., bool]:
 
         return write_exact
 
+    # Leaves whose range starts at 0 with one upper bound (MultiBinary, Discrete(n),
+    # buttons): an integer batch of the right shape is checked with one reduction over an
+    # unsigned view (a negative value reads as huge), the common case of every step.
+    # Anything else, or a batch that fails, takes the full check below, which words the error.
+    quick = {
+        path: int(high)
+        for path, (low, high) in bounds.items()
+        if np.ndim(low) == 0 and np.ndim(high) == 0 and int(low) == 0
+    }
+
     def check(path: Path, buffer: np.ndarray, limits: Any, actions: Any, rows: Any) -> np.ndarray:
         envs = buffer.shape[0] if rows is None else len(rows)
         expected = (envs, *buffer.shape[1:])
+        high = quick.get(path)
+        if high is not None and rows is None:
+            value = actions if not path else _get(actions, path)
+            if (
+                type(value) is np.ndarray
+                and value.shape == expected
+                and value.dtype.kind in "iu"
+                and (not value.size or value.view(_UNSIGNED[value.itemsize]).max() <= high)
+            ):
+                return value
         leaf = space if not path else list(path)
         try:
             value = np.asarray(_get(actions, path))

@@ -246,6 +246,9 @@ class ArenaLayout:
         add("scalar", ("terminations",), np.bool_, (num_envs, _ALIGNMENT))
         add("scalar", ("truncations",), np.bool_, (num_envs, _ALIGNMENT))
         add("scalar", ("info_columns",), np.int64, (num_envs, INFO_SLOTS))
+        # The lockstep round (:mod:`retrovec.core.lockstep`): one word for all envs, on a
+        # line of its own, written by the parent only.
+        add("scalar", ("lockstep_round",), np.int64, (1, _ALIGNMENT // 8))
         return cls(
             num_envs=num_envs,
             fields=tuple(fields),
@@ -280,6 +283,8 @@ class SharedArena:
         info_columns: ``(num_envs, INFO_SLOTS)`` int64 view, one row of scalar info
             values per env, each row on its own cache lines (see
             :mod:`retrovec.core.info_columns`).
+        lockstep_round: ``(1,)`` int64 view: the number of the latest lockstep step the
+            parent announced (see :mod:`retrovec.core.lockstep`).
     """
 
     def __init__(self, layout: ArenaLayout, fd: int) -> None:
@@ -296,6 +301,7 @@ class SharedArena:
         self.terminations = self._arrays[("scalar", ("terminations",))][:, 0]
         self.truncations = self._arrays[("scalar", ("truncations",))][:, 0]
         self.info_columns = self._arrays[("scalar", ("info_columns",))]
+        self.lockstep_round = self._arrays[("scalar", ("lockstep_round",))][:, 0]
 
     @classmethod
     def create(cls, layout: ArenaLayout) -> SharedArena:
@@ -434,7 +440,7 @@ class SharedArena:
         """
         self._arrays.clear()
         self.rewards = self.terminations = self.truncations = None  # type: ignore[assignment]
-        self.info_columns = None  # type: ignore[assignment]
+        self.info_columns = self.lockstep_round = None  # type: ignore[assignment]
         if self._mmap is not None:
             try:
                 self._mmap.close()

@@ -6,20 +6,27 @@ Why a hand-written path: the general one (:meth:`~retrovec.core.base.RetroVector
 every env one by one, and its per-env Python was about half of the parent's CPU per env
 step. In the common case (every env idle, actions in shared memory, every reply an
 8-byte record in the completion pipe) none of that bookkeeping changes anything: the
-slots go IDLE -> BUSY -> DONE -> IDLE within the call. This path writes the constant step
-frame to each worker, reads the completion records, and builds the result as the general
+slots go IDLE -> BUSY -> DONE -> IDLE within the call. This path announces the step to
+every worker at once, reads the completion records, and builds the result as the general
 path would (:meth:`~retrovec.core.base.RetroVectorEnvBase._step_result`).
 
 Anything else hands over to the general path, which stays the one place that handles
-failures: a send that fails, a reply on a socket (an error, a new info schema), a
-worker's death, a timeout and a Ctrl-C all first write into the slot table exactly what
+failures: a reply on a socket (an error, a new info schema), a worker's death, a
+timeout and a Ctrl-C all first write into the slot table exactly what
 the general path would have recorded by then (sent envs BUSY, answered ones DONE, the
 call pending as ``step``), and then the general code continues from there
 (:meth:`LockstepMixin._hand_over`).
 
+Announcing a step with one syscall rather than one socket write per worker
+(:class:`Doorbell`): the parent writes the step's round number into the arena and counts
+one on an eventfd that worker 0 watches edge-triggered beside its socket, and worker 0
+wakes the others through a second one. A worker woken steps when the round number is past
+the last one it saw (one it learns when it attaches, so a replacement never steps for a
+round it was not part of).
+
 Waking the parent once per step rather than once per reply (:class:`Doorbell`): the
 workers' completion records still go to the completion pipe, but this path sleeps on a
-doorbell that only the worker that answers last rings. Before it sends the step, the
+doorbell that only the worker that answers last rings. Before it announces the step, the
 parent puts ``num_envs - 1`` tokens in a token pipe; after its reply each worker takes
 one (a pipe read is atomic), and the one that finds none left rings. Workers write their
 record before they take a token, so when the bell rings every record is there. The parent
@@ -35,6 +42,7 @@ import select
 import time
 from typing import Any
 
+import numpy as np
 from gymnasium.vector.async_vector_env import AsyncState
 
 from retrovec.core.actions import IN_ARENA
@@ -42,7 +50,6 @@ from retrovec.core.channel import COMPLETION, WorkerChannel
 from retrovec.core.processes import disown_fd, own_fd, spin_poll
 from retrovec.core.signals import InterruptGuard
 from retrovec.core.slots import CALL, SlotState
-from retrovec.core.worker import LOCKSTEP_COMMAND
 from retrovec.errors import WorkerTimeoutError
 
 __all__ = ["Doorbell", "LockstepMixin"]
@@ -56,36 +63,51 @@ _READ_SIZE = 1 << 16  # a multiple of COMPLETION.size: a read holds whole record
 
 
 class Doorbell:
-    """The token pipe and the doorbell of the lockstep path, and an epoll set over the
-    doorbell and every worker's socket and sentinel (see the module docstring).
+    """The lockstep path's wake-ups, both ways, and an epoll set over the doorbell and
+    every worker's socket and sentinel (see the module docstring).
+
+    The parent announces a step with one syscall whatever the number of envs: it writes
+    the step's round number into the arena (``arena.lockstep_round``) and counts one on
+    the *go* eventfd, which only worker 0 watches; worker 0 counts one on the *relay*
+    eventfd, which every other worker watches, before it steps. Waking a process costs
+    the waker several microseconds of kernel time, so the parent (the one process every
+    step waits for) wakes one, and a worker pays for waking the rest. Workers watch these
+    edge-triggered and answer through the token pipe and the *bell* eventfd, which the
+    parent also watches edge-triggered: no eventfd is ever read, so no round costs a read
+    to silence one. A round handed over to the general path is relayed by the parent
+    (:meth:`relay`), so that no env waits on a worker 0 that died or is late.
 
     Example:
         >>> bell = Doorbell()
-        >>> tokens, ring = bell.worker_fds()
+        >>> tokens, ring, go, relay = bell.worker_fds()
         >>> bell.arm([], 3)  # 2 tokens: the third worker to answer rings
         >>> os.read(tokens, 1), os.read(tokens, 1)
         (b'\\x00', b'\\x00')
-        >>> _ = os.write(ring, b"\\0")
+        >>> os.eventfd_write(ring, 1)
         >>> bell.wait(0.0, 0.0, InterruptGuard()) == [(bell.bell, select.EPOLLIN)]
         True
-        >>> bell.silence(); bell.wait(0.0, 0.0, InterruptGuard())
+        >>> bell.wait(0.0, 0.0, InterruptGuard())  # edge-triggered: one ring, one event
         []
         >>> bell.close()
     """
 
     def __init__(self) -> None:
         self._tokens, self._refill = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        self.bell, self._ring = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
-        os.set_blocking(self._ring, True)  # a worker's ring is never lost
-        for fd in (self._tokens, self._refill, self.bell, self._ring):
+        # Non-blocking eventfds: a write only fails when the count would pass 2**64 - 2.
+        self.bell = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self.go = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        self._relay = os.eventfd(0, os.EFD_CLOEXEC | os.EFD_NONBLOCK)
+        for fd in (self._tokens, self._refill, self.bell, self.go, self._relay):
             own_fd(fd)
         self._epoll: select.epoll | None = None
         self._watched: list[WorkerChannel] = []
         self.dirty = False  # a round was handed over: tokens may be left in the pipe
+        self.round = 0  # the latest round announced
 
     def worker_fds(self) -> list[int]:
-        """What each worker gets at attach: the token pipe's read end, the bell's write end."""
-        return [self._tokens, self._ring]
+        """What each worker gets at attach: the token pipe's read end, the bell, go and
+        relay."""
+        return [self._tokens, self.bell, self.go, self._relay]
 
     def arm(self, channels: list[WorkerChannel], count: int) -> None:
         """Ready a round of ``count`` replies from ``channels``: watch them (a new epoll set
@@ -102,12 +124,26 @@ class Doorbell:
             except BlockingIOError:
                 pass
 
+    def announce(self, round_word: np.ndarray) -> None:
+        """Start the next round: its number into ``round_word`` (the arena's
+        ``lockstep_round``), then wake every worker (the actions are in the arena by now;
+        the syscall orders the stores before the wake-up)."""
+        self.round += 1
+        round_word[0] = self.round
+        os.eventfd_write(self.go, 1)
+
+    def relay(self) -> None:
+        """Wake every worker but worker 0 (what worker 0 does each round): for a round
+        handed over, whose worker 0 may be dead or late. A worker woken for a round it
+        already stepped only goes back to sleep."""
+        os.eventfd_write(self._relay, 1)
+
     def _rebuild(self, channels: list[WorkerChannel]) -> None:
         self._close_epoll()
         epoll = select.epoll()
         own_fd(epoll.fileno())
         self._epoll = epoll
-        epoll.register(self.bell, select.EPOLLIN)
+        epoll.register(self.bell, select.EPOLLIN | select.EPOLLET)
         for channel in channels:
             for fd in (channel._fd, channel._sentinel):
                 epoll.register(fd, select.EPOLLIN)
@@ -128,10 +164,6 @@ class Doorbell:
                 events = epoll.poll(-1 if timeout is None else timeout)
         return events
 
-    def silence(self) -> None:
-        """Read every ring so far."""
-        _drain(self.bell)
-
     def _close_epoll(self) -> None:
         if self._epoll is not None:
             disown_fd(self._epoll.fileno())
@@ -142,11 +174,11 @@ class Doorbell:
     def close(self) -> None:
         """Release every descriptor (once)."""
         self._close_epoll()
-        if self._ring >= 0:
-            for fd in (self._tokens, self._refill, self.bell, self._ring):
+        if self.go >= 0:
+            for fd in (self._tokens, self._refill, self.bell, self.go, self._relay):
                 disown_fd(fd)
                 os.close(fd)
-            self._tokens = self._refill = self.bell = self._ring = -1
+            self._tokens = self._refill = self.bell = self.go = self._relay = -1
 
 
 def _drain(fd: int) -> None:
@@ -210,12 +242,11 @@ class LockstepMixin:
         sent = 0
         arrived = [False] * self.num_envs
         with self._guard:  # Ctrl-C only where the loop below hands over first
-            self._doorbell.arm(self._channels, self.num_envs)
+            doorbell = self._doorbell
+            doorbell.arm(self._channels, self.num_envs)
             try:
-                for channel in self._channels:
-                    if not channel.send(LOCKSTEP_COMMAND):
-                        raise _HandOver
-                    sent += 1
+                doorbell.announce(self._arena.lockstep_round)
+                sent = self.num_envs
                 self._collect(arrived, deadline)
             except _HandOver:
                 self._hand_over(sent, arrived)
@@ -257,7 +288,6 @@ class LockstepMixin:
             for fd, _ in events:
                 if fd != doorbell.bell:
                     raise _HandOver
-            doorbell.silence()
             while True:
                 try:
                     data = os.read(pipe, _READ_SIZE)
@@ -278,7 +308,10 @@ class LockstepMixin:
         """Record in the slot table what the general path would have by now: the first
         ``sent`` envs were sent ``step`` (BUSY), those that ``arrived`` answered from the
         arena (DONE), and a ``step`` call is pending."""
-        self._doorbell.dirty = True
+        doorbell = self._doorbell
+        doorbell.dirty = True
+        if sent:
+            doorbell.relay()  # worker 0 may be dead or late: wake the others here
         slots = self._slots
         schemas = self._schemas
         for index in range(sent):

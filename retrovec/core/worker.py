@@ -3,12 +3,17 @@
 Protocol (parent -> worker, over the worker's own socketpair, ``multiprocessing`` framing):
 
 1. The worker builds its env and replies with its spaces, metadata and render mode.
-2. ``("attach", layout)`` followed by four file descriptors (SCM_RIGHTS): the arena, which
+2. ``("attach", layout)`` followed by six file descriptors (SCM_RIGHTS): the arena, which
    the worker maps and from then on writes observations, rewards, terminations,
    truncations and scalar infos into (its row), and reads its actions from; the write
-   end of the vector env's completion pipe; and the token pipe's read end and the
-   doorbell's write end of :class:`~retrovec.core.lockstep.Doorbell`.
-3. The commands of :class:`~retrovec.core.server.EnvServer` (``reset``, ``reset-noop``,
+   end of the vector env's completion pipe; and the token pipe's read end and the bell,
+   go and relay eventfds of :class:`~retrovec.core.lockstep.Doorbell`.
+3. Lockstep steps, announced without the socket: the parent raises the arena's
+   ``lockstep_round`` and counts one on the go eventfd, which worker 0 watches
+   edge-triggered; worker 0 counts one on the relay eventfd, which the others watch. A
+   worker whose last round is behind it steps (actions in the arena) and answers with a
+   completion record, then a token or the bell.
+4. The commands of :class:`~retrovec.core.server.EnvServer` (``reset``, ``reset-noop``,
    ``reset-after-restart``, ``step``, ``call``, ``setattr``), and ``("close", None)``.
 
 Every command gets exactly one reply, ``(True, payload)`` or ``(False, error)`` on the
@@ -44,15 +49,10 @@ from retrovec.core.info_columns import InfoColumnWriter, InfoSchema
 from retrovec.core.processes import spin_poll
 from retrovec.core.server import EnvServer, describe, error_reply, one_thread_per_library
 
-__all__ = ["LOCKSTEP_COMMAND", "STEP_COMMAND", "worker_main"]
+__all__ = ["STEP_COMMAND", "worker_main"]
 
 #: The step command when actions are in shared memory: pickled once, compared as bytes.
 STEP_COMMAND = bytes(ForkingPickler.dumps(("step", IN_ARENA)))
-
-#: The step command of the lockstep fast path (:mod:`retrovec.core.lockstep`): a step
-#: like :data:`STEP_COMMAND`, after whose reply the worker takes a token from the token
-#: pipe, or rings the doorbell when none is left (it answered last).
-LOCKSTEP_COMMAND = b"retrovec-lockstep-step"
 
 #: What ``run`` returns for a step or reset whose observation is in the arena and whose
 #: info is in the arena's info columns with the schema this worker sent last: the reply is
@@ -95,13 +95,19 @@ class _ArenaPublisher:
         self.sent_schema: InfoSchema | None = None
         self.completions: int | None = None  # the completion pipe's write end
         self.tokens: int | None = None  # the lockstep token pipe's read end (non-blocking)
-        self.doorbell: int | None = None  # the lockstep doorbell's write end
+        self.doorbell: int | None = None  # the lockstep bell (an eventfd)
+        self.go: int | None = None  # the lockstep go eventfd (worker 0 watches it)
+        self.relay: int | None = None  # the lockstep relay eventfd (the others watch it)
+        self.last_round = 0  # the last lockstep round this worker stepped (or saw at attach)
         self.record = COMPLETION.pack(index, generation)
 
     def attach(self, layout: ArenaLayout) -> None:
         with socket.fromfd(self.conn.fileno(), socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-            arena_fd, self.completions, self.tokens, self.doorbell = recvfds(sock, 4)
+            arena_fd, self.completions, self.tokens, self.doorbell, self.go, self.relay = (
+                recvfds(sock, 6)
+            )
         self.arena = SharedArena.attach(layout, arena_fd)
+        self.last_round = int(self.arena.lockstep_round[0])
         if layout.observation_space is not None:
             self.write_observation = self.arena.observation_writer(self.index)
         if layout.action_space is not None:
@@ -148,11 +154,31 @@ class _ArenaPublisher:
         if self.arena is not None:
             self.arena.close()
             self.arena = None
-        for name in ("completions", "tokens", "doorbell"):
+        for name in ("completions", "tokens", "doorbell", "go", "relay"):
             fd = getattr(self, name)
             if fd is not None:
                 os.close(fd)
                 setattr(self, name, None)
+
+    def lockstep_due(self) -> bool:
+        """Whether the parent announced a lockstep round this worker has not stepped yet
+        (and if so, count it as stepped)."""
+        arena = self.arena
+        if arena is None:
+            return False
+        announced = int(arena.lockstep_round[0])
+        if announced == self.last_round:
+            return False
+        self.last_round = announced
+        if self.index == 0:  # wake the others (see Doorbell)
+            os.eventfd_write(self.relay, 1)
+        return True
+
+    @property
+    def wake_up(self) -> int | None:
+        """The eventfd that announces this worker's lockstep rounds (``None`` before
+        attach)."""
+        return self.go if self.index == 0 else self.relay
 
     def answered_lockstep(self) -> None:
         """After the reply to a lockstep step: take a token, or ring the doorbell if none
@@ -160,7 +186,7 @@ class _ArenaPublisher:
         try:
             os.read(self.tokens, 1)
         except BlockingIOError:
-            os.write(self.doorbell, b"\0")
+            os.eventfd_write(self.doorbell, 1)
 
 
 def _send(conn: Connection, reply: tuple[bool, Any]) -> bool:
@@ -187,26 +213,41 @@ def _serve(
     """Answer commands until ``close``, a closed socket, or the parent's death.
 
     Between commands the worker first spins for up to ``spin_seconds`` (see
-    :func:`retrovec.core.processes.spin_poll`), then sleeps until the next one."""
-    poller = select.poll()  # built once: the spin polls it between every two commands
-    poller.register(conn.fileno(), select.POLLIN)
+    :func:`retrovec.core.processes.spin_poll`), then sleeps until the next one: a message
+    on its socket, or a lockstep round announced on the go eventfd (watched from attach
+    on)."""
+    socket_fd = conn.fileno()
+    poller = select.epoll()  # built once: the spin polls it between every two commands
+    poller.register(socket_fd, select.EPOLLIN)
+    watching_go = False
     run = publisher.run
     while True:
-        ready = bool(spin_seconds) and bool(spin_poll(poller.poll, spin_seconds))
-        if not ready and not conn.poll(PARENT_CHECK_INTERVAL):
-            if not _parent_alive(parent_pid, initial_ppid):
-                return
-            continue
-        try:
-            message = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        # The step command is the same bytes every step: compare, don't unpickle.
-        lockstep = message == LOCKSTEP_COMMAND
-        if lockstep or message == STEP_COMMAND:
+        if not watching_go and publisher.wake_up is not None:
+            # Edge-triggered: one event per announcement, and the count is never read.
+            poller.register(publisher.wake_up, select.EPOLLIN | select.EPOLLET)
+            watching_go = True
+        events = spin_poll(poller.poll, spin_seconds) if spin_seconds else []
+        if not events:
+            events = poller.poll(PARENT_CHECK_INTERVAL)
+            if not events:
+                if not _parent_alive(parent_pid, initial_ppid):
+                    return
+                continue
+        lockstep = publisher.lockstep_due()
+        if lockstep:
             kind, argument = "step", IN_ARENA
         else:
-            kind, argument = pickle.loads(message)
+            if all(fd != socket_fd for fd, _ in events):
+                continue  # only a go: a round already stepped (or seen at attach)
+            try:
+                message = conn.recv_bytes()
+            except (EOFError, OSError):
+                return
+            # The step command is the same bytes every step: compare, don't unpickle.
+            if message == STEP_COMMAND:
+                kind, argument = "step", IN_ARENA
+            else:
+                kind, argument = pickle.loads(message)
         if kind == "close":
             try:
                 publisher.close()
