@@ -181,6 +181,10 @@ class ArenaLayout:
             travel through the pipes (``shared_memory=False``).
         action_space: The single action space, or ``None`` when actions travel through
             the pipes (a space with a leaf of no fixed shape).
+        observation_banks: How many copies of the observation batch the arena holds:
+            bank 0 (the fields of group ``"obs"``) and banks ``1..`` (groups ``"obs:1"``,
+            ``"obs:2"``, ... each starting on a page of its own) that
+            :mod:`retrovec.core.leases` lends out as ``copy=True`` results.
     """
 
     num_envs: int
@@ -188,6 +192,25 @@ class ArenaLayout:
     size: int
     observation_space: spaces.Space | None
     action_space: spaces.Space | None
+    observation_banks: int = 1
+
+    def bank_range(self, bank: int) -> tuple[int, int]:
+        """``(offset, length)`` of observation bank ``bank`` (``bank >= 1``): whole pages.
+
+        Example:
+            >>> layout = ArenaLayout.plan(2, spaces.Box(0, 1, (3,)), spaces.Discrete(2),
+            ...                           observations=True, observation_banks=2)
+            >>> offset, length = layout.bank_range(1)
+            >>> offset % mmap.PAGESIZE, length % mmap.PAGESIZE, length > 0
+            (0, 0, True)
+        """
+        group = f"obs:{bank}"
+        mine = [field for field in self.fields if field.group == group]
+        if not mine:
+            raise ValueError(f"This arena has no observation bank {bank}.")
+        start = mine[0].offset
+        end = mine[-1].offset + mine[-1].nbytes
+        return start, -(-(end - start) // mmap.PAGESIZE) * mmap.PAGESIZE
 
     @classmethod
     def plan(
@@ -196,6 +219,7 @@ class ArenaLayout:
         observation_space: spaces.Space,
         action_space: spaces.Space,
         observations: bool,
+        observation_banks: int = 1,
     ) -> ArenaLayout:
         """Lay out the arena for ``num_envs`` envs.
 
@@ -204,6 +228,8 @@ class ArenaLayout:
             observation_space: The single-env observation space.
             action_space: The single-env action space.
             observations: Whether observations go in shared memory.
+            observation_banks: Copies of the observation batch (with ``observations``);
+                the extra ones each start and end on a page boundary.
 
         Returns:
             The layout.
@@ -228,34 +254,52 @@ class ArenaLayout:
             fields.append(field)
             offset += -(-field.nbytes // _ALIGNMENT) * _ALIGNMENT
 
-        for group, space, wanted in (
-            ("obs", observation_space, observations),
-            ("action", action_space, share_actions),
-        ):
+        def page() -> None:
+            nonlocal offset
+            offset = -(-offset // mmap.PAGESIZE) * mmap.PAGESIZE
+
+        banks = observation_banks if observations else 1
+        if banks < 1:
+            raise ValueError(f"Expected observation_banks >= 1, got {observation_banks}.")
+        groups = [("obs", observation_space, observations)]
+        groups += [(f"obs:{bank}", observation_space, True) for bank in range(1, banks)]
+        groups.append(("action", action_space, share_actions))
+        for group, space, wanted in groups:
             if not wanted:
                 continue
             try:
                 batched = batch_space(space, num_envs)
             except CustomSpaceError as error:  # pragma: no cover - guarded by is_shareable
                 raise ValueError(f"Cannot batch the space {space}") from error
+            if group.startswith("obs:"):
+                page()
             for path, leaf in _leaves(batched):
                 add(group, path, leaf.dtype, leaf.shape)
+            if group.startswith("obs:"):
+                page()
         # One cache line per env for each per-step scalar (the value sits at the start of
         # its env's line): workers never write to a line another worker writes to.
         add("scalar", ("rewards",), np.float64, (num_envs, _ALIGNMENT // 8))
         add("scalar", ("terminations",), np.bool_, (num_envs, _ALIGNMENT))
         add("scalar", ("truncations",), np.bool_, (num_envs, _ALIGNMENT))
         add("scalar", ("info_columns",), np.int64, (num_envs, INFO_SLOTS))
-        # The lockstep round (:mod:`retrovec.core.lockstep`): one word for all envs, on a
-        # line of its own, written by the parent only.
+        # The lockstep round and the bank its observations go to (:mod:`retrovec.core.
+        # lockstep`): two words for all envs, on a line of their own, written by the parent.
         add("scalar", ("lockstep_round",), np.int64, (1, _ALIGNMENT // 8))
+        # The bank each env wrote its latest observation to, one line per env.
+        add("scalar", ("banks_used",), np.int64, (num_envs, _ALIGNMENT // 8))
         return cls(
             num_envs=num_envs,
             fields=tuple(fields),
             size=max(offset, 1),
             observation_space=observation_space if observations else None,
             action_space=action_space if share_actions else None,
+            observation_banks=banks,
         )
+
+
+def _bank_group(bank: int) -> str:
+    return "obs" if bank == 0 else f"obs:{bank}"
 
 
 def _anonymous_fd(size: int) -> int:
@@ -285,6 +329,9 @@ class SharedArena:
             :mod:`retrovec.core.info_columns`).
         lockstep_round: ``(1,)`` int64 view: the number of the latest lockstep step the
             parent announced (see :mod:`retrovec.core.lockstep`).
+        lockstep_bank: ``(1,)`` int64 view: the observation bank of that step.
+        banks_used: ``(num_envs,)`` int64 view, one cache line per env: the bank each
+            env's latest observation was written to (0 outside lockstep steps).
     """
 
     def __init__(self, layout: ArenaLayout, fd: int) -> None:
@@ -302,6 +349,8 @@ class SharedArena:
         self.truncations = self._arrays[("scalar", ("truncations",))][:, 0]
         self.info_columns = self._arrays[("scalar", ("info_columns",))]
         self.lockstep_round = self._arrays[("scalar", ("lockstep_round",))][:, 0]
+        self.lockstep_bank = self._arrays[("scalar", ("lockstep_round",))][:, 1]
+        self.banks_used = self._arrays[("scalar", ("banks_used",))][:, 0]
 
     @classmethod
     def create(cls, layout: ArenaLayout) -> SharedArena:
@@ -343,19 +392,22 @@ class SharedArena:
     def _group(self, group: str) -> dict[Path, np.ndarray]:
         return {path: array for (g, path), array in self._arrays.items() if g == group}
 
-    def observations(self) -> Any:
-        """The batched observation structure (views), as gymnasium shapes it."""
+    def observations(self, bank: int = 0) -> Any:
+        """The batched observation structure of ``bank`` (views), as gymnasium shapes it."""
         assert self.layout.observation_space is not None
-        return _assemble(self.layout.observation_space, self._group("obs"))
+        return _assemble(self.layout.observation_space, self._group(_bank_group(bank)))
 
-    def observation_writer(self, index: int) -> Callable[[Any], None]:
-        """A function that writes one env's observation into row ``index``.
+    def observation_writer(self, index: int, bank: int = 0) -> Callable[[Any], None]:
+        """A function that writes one env's observation into row ``index`` of ``bank``.
 
         It checks the shape of every leaf, so a wrong observation is an error, never a
         silent broadcast.
         """
         assert self.layout.observation_space is not None
-        rows = [(path, array[index, ...]) for path, array in self._group("obs").items()]
+        rows = [
+            (path, array[index, ...])
+            for path, array in self._group(_bank_group(bank)).items()
+        ]
         space = self.layout.observation_space
 
         def write(observation: Any) -> None:
@@ -441,6 +493,7 @@ class SharedArena:
         self._arrays.clear()
         self.rewards = self.terminations = self.truncations = None  # type: ignore[assignment]
         self.info_columns = self.lockstep_round = None  # type: ignore[assignment]
+        self.lockstep_bank = self.banks_used = None  # type: ignore[assignment]
         if self._mmap is not None:
             try:
                 self._mmap.close()

@@ -63,6 +63,7 @@ from retrovec.core.checks import (
 from retrovec.core.commands import CommandsMixin
 from retrovec.core.info_columns import InfoSchema, batch_info_columns, decode_info
 from retrovec.core.infos import batch_infos
+from retrovec.core.leases import ObservationLeases
 from retrovec.core.restart import ReplacementDied, RestartMixin
 from retrovec.core.selection import SelectionMixin
 from retrovec.core.signals import InterruptGuard
@@ -142,6 +143,10 @@ class RetroVectorEnvBase(
         self._actions: ActionRouter | None = None
         self._read_actions: list[Callable[[], Any]] = []  # transports that read the arena here
         self._observations_shared = False
+        # copy=True lockstep results lent from extra banks (retrovec.core.leases), and
+        # whether some env's latest observation is in one of them rather than in bank 0.
+        self._leases: ObservationLeases | None = None
+        self._banks_dirty = False
         self._state = AsyncState.DEFAULT
         self._parked: tuple[Any] | None = None  # a finished call's result, not handed over yet
         self._broken: str | None = None
@@ -377,13 +382,14 @@ class RetroVectorEnvBase(
         return self._finish_call("step_wait", timeout, self._step_result)
 
     def _step_result(
-        self, payloads: list[tuple[Any, dict]]
+        self, payloads: list[tuple[Any, dict]], observations: Any = None
     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """The batched step result; ``observations``: already batched (a lent bank)."""
         infos = self._batch_infos(None, [info for _, info in payloads], self)
         arena = self._arena
         assert arena is not None
         return (
-            self._batch_observations(payloads),
+            self._batch_observations(payloads) if observations is None else observations,
             arena.rewards.copy(),
             arena.terminations.copy(),
             arena.truncations.copy(),
@@ -418,6 +424,9 @@ class RetroVectorEnvBase(
                 self.observations,
             )
             return deepcopy(self.observations) if self.copy else self.observations
+        if self._banks_dirty:  # lockstep steps left observations in other banks
+            self._leases.bring_home()
+            self._banks_dirty = False
         return copy_structure(self.observations) if self.copy else self.observations
 
     def call(self, name: str, *args: Any, **kwargs: Any) -> tuple[Any, ...]:

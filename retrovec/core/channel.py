@@ -41,6 +41,7 @@ from multiprocessing.reduction import sendfds
 
 from gymnasium.vector.utils import clear_mpi_env_vars
 
+from retrovec.core.leases import forking_workers
 from retrovec.core.processes import disown_fd, own_fd, spin_poll, stop_processes
 from retrovec.core.reaper import reaper
 from retrovec.core.signals import InterruptGuard
@@ -122,7 +123,7 @@ class WorkerChannel:
         before = _open_fds()
         try:
             process = make_process(child_end)
-            with clear_mpi_env_vars():
+            with clear_mpi_env_vars(), forking_workers():
                 process.start()
         except BaseException:
             disown_fd(parent_sock.fileno())

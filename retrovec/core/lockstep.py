@@ -42,10 +42,10 @@ import select
 import time
 from typing import Any
 
-import numpy as np
 from gymnasium.vector.async_vector_env import AsyncState
 
 from retrovec.core.actions import IN_ARENA
+from retrovec.core.arena import SharedArena
 from retrovec.core.channel import COMPLETION, WorkerChannel
 from retrovec.core.processes import disown_fd, own_fd, spin_poll
 from retrovec.core.signals import InterruptGuard
@@ -124,12 +124,14 @@ class Doorbell:
             except BlockingIOError:
                 pass
 
-    def announce(self, round_word: np.ndarray) -> None:
-        """Start the next round: its number into ``round_word`` (the arena's
-        ``lockstep_round``), then wake every worker (the actions are in the arena by now;
-        the syscall orders the stores before the wake-up)."""
+    def announce(self, arena: SharedArena, bank: int) -> None:
+        """Start the next round, whose observations go to ``bank``: the bank and the
+        round's number into the arena (``lockstep_bank``, ``lockstep_round``), then wake
+        the workers (the actions are in the arena by now; the syscall orders the stores
+        before the wake-up)."""
         self.round += 1
-        round_word[0] = self.round
+        arena.lockstep_bank[0] = bank
+        arena.lockstep_round[0] = self.round
         os.eventfd_write(self.go, 1)
 
     def relay(self) -> None:
@@ -241,22 +243,31 @@ class LockstepMixin:
         deadline = None if self.timeout is None else time.monotonic() + self.timeout
         sent = 0
         arrived = [False] * self.num_envs
+        leases = self._leases if self.copy else None
         with self._guard:  # Ctrl-C only where the loop below hands over first
             doorbell = self._doorbell
             doorbell.arm(self._channels, self.num_envs)
+            # copy=True: the workers write into a free bank, which is then lent, not
+            # copied (bank 0 when every bank is lent: then copied as usual).
+            bank = leases.acquire() if leases is not None else 0
             try:
-                doorbell.announce(self._arena.lockstep_round)
+                doorbell.announce(self._arena, bank)
                 sent = self.num_envs
+                if bank:
+                    self._banks_dirty = True  # bank 0 no longer holds the latest
                 self._collect(arrived, deadline)
             except _HandOver:
-                self._hand_over(sent, arrived)
+                self._hand_over(sent, arrived, bank)
             except BaseException:
-                self._hand_over(sent, arrived)
+                self._hand_over(sent, arrived, bank)
                 raise
             else:
                 # Every env answered and is idle again; an error here ends the call (as
                 # in _finish_call).
-                result = self._step_result([(None, schema) for schema in self._schemas])
+                result = self._step_result(
+                    [(None, schema) for schema in self._schemas],
+                    leases.lend(bank) if bank else None,
+                )
                 # As _finish_call does: a Ctrl-C noted from here on leaves the call
                 # pending with its result, which step_wait() then returns.
                 self._parked = (result,)
@@ -304,10 +315,13 @@ class LockstepMixin:
                     break
             guard.checkpoint()
 
-    def _hand_over(self, sent: int, arrived: list[bool]) -> None:
+    def _hand_over(self, sent: int, arrived: list[bool], bank: int = 0) -> None:
         """Record in the slot table what the general path would have by now: the first
         ``sent`` envs were sent ``step`` (BUSY), those that ``arrived`` answered from the
-        arena (DONE), and a ``step`` call is pending."""
+        arena (DONE), and a ``step`` call is pending. The round's ``bank`` is not lent:
+        the general path brings its observations home to bank 0 and copies them."""
+        if bank:
+            self._leases.release(bank)
         doorbell = self._doorbell
         doorbell.dirty = True
         if sent:

@@ -40,6 +40,7 @@ from retrovec.core.arena import ArenaLayout, SharedArena, is_shareable
 from retrovec.core.base import ReplacementDied, RetroVectorEnvBase, base_arguments
 from retrovec.core.channel import PIPE_REPLY, ChannelWaiter, WorkerChannel
 from retrovec.core.info_columns import InfoSchema
+from retrovec.core.leases import LEASE_BANKS, ObservationLeases
 from retrovec.core.lockstep import Doorbell, LockstepMixin
 from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
 from retrovec.core.server import error_reply
@@ -267,12 +268,16 @@ class AsyncRetroVectorEnv(LockstepMixin, RetroVectorEnvBase):
             self.single_observation_space,
             self.single_action_space,
             observations=self._observations_shared,
+            # copy=True results of lockstep steps are lent banks, not copies (core/leases)
+            observation_banks=1 + LEASE_BANKS if self.copy else 1,
         )
         # Held from here: a Ctrl-C never leaves the arena unrecorded (close() frees what is
         # recorded), nor splits a message from its descriptors.
         with self._guard:
             self._arena = arena = SharedArena.create(layout)
             self._arena_fds = [own_fd(fd) for fd in arena.descriptors()]
+            if layout.observation_banks > 1:
+                self._leases = ObservationLeases(arena)
             self._actions = ActionRouter(
                 self.single_action_space, self.num_envs, arena, self.validate_actions
             )
@@ -393,6 +398,7 @@ class AsyncRetroVectorEnv(LockstepMixin, RetroVectorEnvBase):
             # Drop our own views first so the mapping can go now (a user's copy=False
             # views keep it alive until they are gone).
             self._actions = None
+            self._leases = None
             if self._observations_shared:
                 self.observations = None
             self._arena.close()

@@ -99,6 +99,8 @@ class _ArenaPublisher:
         self.go: int | None = None  # the lockstep go eventfd (worker 0 watches it)
         self.relay: int | None = None  # the lockstep relay eventfd (the others watch it)
         self.last_round = 0  # the last lockstep round this worker stepped (or saw at attach)
+        self.writers: list[Callable[[Any], None]] = []  # one observation writer per bank
+        self.bank = 0  # the bank this command's observation goes to (the lockstep step's)
         self.record = COMPLETION.pack(index, generation)
 
     def attach(self, layout: ArenaLayout) -> None:
@@ -110,6 +112,10 @@ class _ArenaPublisher:
         self.last_round = int(self.arena.lockstep_round[0])
         if layout.observation_space is not None:
             self.write_observation = self.arena.observation_writer(self.index)
+            self.writers = [
+                self.arena.observation_writer(self.index, bank)
+                for bank in range(layout.observation_banks)
+            ]
         if layout.action_space is not None:
             self.read_action = self.arena.action_reader(self.index)
         self.write_info = InfoColumnWriter(self.arena.info_columns[self.index]).write
@@ -119,7 +125,9 @@ class _ArenaPublisher:
         are in the arena and the info's schema is the one sent last."""
         if self.write_observation is None:
             return observation, info
-        self.write_observation(observation)
+        bank = self.bank
+        self.writers[bank](observation)
+        self.arena.banks_used[self.index] = bank
         schema = self.write_info(info)
         if schema is None:
             self.sent_schema = None
@@ -170,6 +178,7 @@ class _ArenaPublisher:
         if announced == self.last_round:
             return False
         self.last_round = announced
+        self.bank = int(arena.lockstep_bank[0])
         if self.index == 0:  # wake the others (see Doorbell)
             os.eventfd_write(self.relay, 1)
         return True
@@ -239,6 +248,7 @@ def _serve(
         else:
             if all(fd != socket_fd for fd, _ in events):
                 continue  # only a go: a round already stepped (or seen at attach)
+            publisher.bank = 0  # commands on the socket write bank 0
             try:
                 message = conn.recv_bytes()
             except (EOFError, OSError):

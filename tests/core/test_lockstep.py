@@ -29,9 +29,9 @@ class _HandOverSpy:
         self.count = 0
         original = LockstepMixin._hand_over
 
-        def spy(envs, sent, arrived):
+        def spy(envs, *args):
             self.count += 1
-            return original(envs, sent, arrived)
+            return original(envs, *args)
 
         monkeypatch.setattr(LockstepMixin, "_hand_over", spy)
 
