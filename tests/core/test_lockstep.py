@@ -206,3 +206,32 @@ def test_ctrl_c_during_a_lockstep_step_leaves_it_pending_for_step_wait():
         np.testing.assert_array_equal(observations, _expected([0, 1, 2], 3))
     finally:
         close(envs)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_worker_0_dead_before_a_step_the_others_still_step(context, monkeypatch):
+    # Worker 0 wakes the others each round; dead, the parent must wake them itself, and
+    # its replacement must take over the relay for the rounds after.
+    spy = _HandOverSpy(monkeypatch)
+    envs = AsyncRetroVectorEnv(probe_fns(3), context=context, on_worker_failure="restart")
+    try:
+        envs.reset(seed=0)
+        envs.step(actions(3))
+        process = envs.processes[0]
+        dead_pid = process.pid
+        process.kill()
+        process.join(5)
+        handed_over = spy.count
+        observations, _, _, truncations, infos = envs.step(actions(3))
+        assert spy.count == handed_over + 1
+        assert truncations.tolist() == [True, False, False]
+        assert infos["worker_restarted"].tolist() == [True, False, False]
+        np.testing.assert_array_equal(observations[1:], _expected([1, 2], 2))
+        for t in range(3, 8):  # the replacement relays: no more hand-overs after its schema
+            observations, *_ = envs.step(actions(3))
+            np.testing.assert_array_equal(observations[1:], _expected([1, 2], t))
+        assert spy.count <= handed_over + 2
+        assert envs.processes[0].pid != dead_pid
+    finally:
+        close(envs)
