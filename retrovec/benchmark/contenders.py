@@ -384,8 +384,8 @@ CONTENDERS: dict[str, Contender] = {
             "retrovec",
             "retrovec copy=True",
             "retrovec.make(game, n, preprocessing=...): AsyncRetroVectorEnv, workers on the "
-            "fused loop with FastScenario, observations copied out of the shared arena "
-            "(the default)",
+            "fused loop with FastScenario, observations of the caller's own: lent banks of "
+            "the shared arena on the lockstep path, copies otherwise (the default)",
             functools.partial(_build_retrovec, copy=True),
         ),
         Contender(

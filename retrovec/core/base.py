@@ -382,18 +382,28 @@ class RetroVectorEnvBase(
         return self._finish_call("step_wait", timeout, self._step_result)
 
     def _step_result(
-        self, payloads: list[tuple[Any, dict]], observations: Any = None
+        self, payloads: list[tuple[Any, dict]]
     ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
-        """The batched step result; ``observations``: already batched (a lent bank)."""
-        infos = self._batch_infos(None, [info for _, info in payloads], self)
+        """The batched step result of every env's ``(observation, info)`` payload."""
+        return self._step_tuple(
+            self._batch_observations(payloads), [info for _, info in payloads]
+        )
+
+    def _step_tuple(
+        self, observations: Any, infos: list[Any]
+    ) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict]:
+        """``(observations, rewards, terminations, truncations, infos)`` with the scalars
+        from the arena and ``infos`` (one per env: a dict, or the ``InfoSchema`` of an
+        info in the arena's columns) batched."""
+        batched = self._batch_infos(None, infos, self)
         arena = self._arena
         assert arena is not None
         return (
-            self._batch_observations(payloads) if observations is None else observations,
+            observations,
             arena.rewards.copy(),
             arena.terminations.copy(),
             arena.truncations.copy(),
-            infos,
+            batched,
         )
 
     def _info_dict(self, index: int, info: Any) -> dict:

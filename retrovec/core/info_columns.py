@@ -328,11 +328,8 @@ def batch_info_columns(
     if not size:
         return {}
     first = schemas[0]
-    if first is None:
+    if first is None or schemas.count(first) != size:  # count: a C loop, identity first
         return None
-    for schema in schemas:
-        if schema is not first and schema != first:
-            return None
     if not first.keys:
         return {}
     count = len(first.keys)

@@ -8,7 +8,7 @@ step. In the common case (every env idle, actions in shared memory, every reply 
 8-byte record in the completion pipe) none of that bookkeeping changes anything: the
 slots go IDLE -> BUSY -> DONE -> IDLE within the call. This path announces the step to
 every worker at once, reads the completion records, and builds the result as the general
-path would (:meth:`~retrovec.core.base.RetroVectorEnvBase._step_result`).
+path would (:meth:`~retrovec.core.base.RetroVectorEnvBase._step_tuple`).
 
 Anything else hands over to the general path, which stays the one place that handles
 failures: a reply on a socket (an error, a new info schema), a worker's death, a
@@ -101,6 +101,7 @@ class Doorbell:
             own_fd(fd)
         self._epoll: select.epoll | None = None
         self._watched: list[WorkerChannel] = []
+        self.records: frozenset[tuple[int, int]] = frozenset()
         self.dirty = False  # a round was handed over: tokens may be left in the pipe
         self.round = 0  # the latest round announced
 
@@ -150,6 +151,8 @@ class Doorbell:
             for fd in (channel._fd, channel._sentinel):
                 epoll.register(fd, select.EPOLLIN)
         self._watched = list(channels)
+        # The records of a round that went as planned: one from each watched worker.
+        self.records = frozenset((channel.index, channel.generation) for channel in channels)
 
     def wait(
         self, timeout: float | None, spin_seconds: float, guard: InterruptGuard
@@ -172,6 +175,7 @@ class Doorbell:
             self._epoll.close()
             self._epoll = None
             self._watched = []
+            self.records = frozenset()
 
     def close(self) -> None:
         """Release every descriptor (once)."""
@@ -264,9 +268,9 @@ class LockstepMixin:
             else:
                 # Every env answered and is idle again; an error here ends the call (as
                 # in _finish_call).
-                result = self._step_result(
-                    [(None, schema) for schema in self._schemas],
-                    leases.lend(bank) if bank else None,
+                result = self._step_tuple(
+                    leases.lend(bank) if bank else self._batch_observations([]),
+                    self._schemas,  # every env's info is in the columns, as it sent last
                 )
                 # As _finish_call does: a Ctrl-C noted from here on leaves the call
                 # pending with its result, which step_wait() then returns.
@@ -288,7 +292,8 @@ class LockstepMixin:
         channels = self._channels
         pipe = waiter._completions
         live = waiter._live
-        missing = len(arrived)
+        missing = total = len(arrived)
+        record_bytes = total * COMPLETION.size
         guard = self._guard
         spin = waiter.spin_seconds
         while missing:
@@ -303,6 +308,14 @@ class LockstepMixin:
                 try:
                     data = os.read(pipe, _READ_SIZE)
                 except (BlockingIOError, InterruptedError):
+                    break
+                if (  # the usual round, in one read: every record at once, no Python loop
+                    missing == total
+                    and len(data) == record_bytes
+                    and frozenset(COMPLETION.iter_unpack(data)) == doorbell.records
+                ):
+                    arrived[:] = [True] * total
+                    missing = 0
                     break
                 for key in COMPLETION.iter_unpack(data):
                     channel = live.get(key)  # None: a retired worker's record, dropped

@@ -99,8 +99,13 @@ class AsyncRetroVectorEnv(LockstepMixin, RetroVectorEnvBase):
         shared_memory: Observations travel through shared memory (``True``) or pickled
             through the pipes (``False``). Spaces with a leaf of no fixed shape (Text,
             Graph, Sequence, OneOf) always travel through the pipes, with a warning.
-        copy: ``reset`` and ``step`` return copies of the observations (``True``) or views
-            of the shared buffer that the next call overwrites (``False``).
+        copy: ``reset`` and ``step`` return observations of their own, which no later
+            call changes (``True``), or views of the shared buffer that the next call
+            overwrites (``False``). With ``True``, a plain ``step()`` hands out a spare
+            bank of shared memory that the workers wrote into, and does not reuse it
+            until every array viewing it is gone, instead of copying (see
+            ``retrovec/core/leases.py``); such arrays do not own their data
+            (``.base`` is set), and behave as copies otherwise, in forked processes too.
         context: ``multiprocessing`` start method (``"fork"``, ``"forkserver"``,
             ``"spawn"``), or ``None`` for the platform's default.
         daemon: Start the workers as daemonic processes.

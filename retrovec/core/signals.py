@@ -47,7 +47,7 @@ class InterruptGuard:
         self._depth += 1
         if self._depth == 1:
             self._previous = None
-            if threading.current_thread() is _MAIN_THREAD:
+            if threading.get_ident() == _MAIN_THREAD.ident:
                 handler = _signal.getsignal(_SIGINT)
                 if callable(handler):  # SIG_IGN / SIG_DFL: nothing to defer
                     self._previous = handler
