@@ -195,7 +195,8 @@ class ArenaLayout:
     observation_banks: int = 1
 
     def bank_range(self, bank: int) -> tuple[int, int]:
-        """``(offset, length)`` of observation bank ``bank`` (``bank >= 1``): whole pages.
+        """``(offset, length)`` of observation bank ``bank``, in whole pages (bank 0's last
+        page may hold the start of the next field).
 
         Example:
             >>> layout = ArenaLayout.plan(2, spaces.Box(0, 1, (3,)), spaces.Discrete(2),
@@ -204,7 +205,7 @@ class ArenaLayout:
             >>> offset % mmap.PAGESIZE, length % mmap.PAGESIZE, length > 0
             (0, 0, True)
         """
-        group = f"obs:{bank}"
+        group = "obs" if bank == 0 else f"obs:{bank}"
         mine = [field for field in self.fields if field.group == group]
         if not mine:
             raise ValueError(f"This arena has no observation bank {bank}.")

@@ -10,12 +10,18 @@ the bank is not written again until every array viewing it is gone (a ``weakref`
 one array all views are based on). When every bank is lent (the caller keeps many
 observations), the step falls back to bank 0 and the copy, so results are always right.
 
-A process forked while some banks are lent sees them as memory shared with the workers,
-not as its own copy: so before a fork (``os.register_at_fork``) every lent bank is marked
-to be inherited (``MADV_DOFORK``; the arena is ``MADV_DONTFORK`` otherwise) and retired
-for good, so that what the child reads never changes. retrovec's own worker processes
-never read the caller's arrays, and forking them retires nothing
-(:func:`forking_workers`).
+The arena is ``MADV_DONTFORK``, so that a vector env's workers never keep another's
+memory; but a process the caller forks must be able to read the arrays the caller holds,
+as it could read copies (a child reading pages that were not inherited faults). So before
+such a fork (``os.register_at_fork``):
+
+* every lent bank is marked to be inherited (``MADV_DOFORK``) and retired for good: the
+  child shares it with the workers, and must never see it change;
+* bank 0, whose views ``copy=False`` hands out, is marked to be inherited, while the env
+  is open and after, as long as some view of it lives (:func:`share_on_fork`).
+
+retrovec's own worker processes never read the caller's arrays: forking them changes
+nothing (:func:`forking_workers`).
 
 Example:
     >>> import numpy as np
@@ -49,7 +55,7 @@ import numpy as np
 
 from retrovec.core.arena import SharedArena, _assemble
 
-__all__ = ["LEASE_BANKS", "ObservationLeases", "forking_workers"]
+__all__ = ["LEASE_BANKS", "ObservationLeases", "forking_workers", "share_on_fork"]
 
 #: Observation banks lent out with ``copy=True``, besides bank 0: one held by the caller's
 #: latest result, one by the result before it (still referenced while the next step
@@ -57,7 +63,12 @@ __all__ = ["LEASE_BANKS", "ObservationLeases", "forking_workers"]
 LEASE_BANKS = 3
 
 _open: weakref.WeakSet[ObservationLeases] = weakref.WeakSet()
+# Leases of closed vector envs whose banks are still lent: kept until they come back, so
+# that a fork meanwhile still retires them (the caller's arrays outlive the env).
+_orphaned: set[ObservationLeases] = set()
 _forking_workers = 0
+# Bank 0 of every arena (while its mapping lives): (mapping, offset, length).
+_bank_zero: list[tuple[weakref.ref, int, int]] = []
 
 
 @contextlib.contextmanager
@@ -72,11 +83,29 @@ def forking_workers() -> Iterator[None]:
         _forking_workers -= 1
 
 
+def share_on_fork(arena: SharedArena) -> None:
+    """Let processes the caller forks read ``arena``'s bank 0 (the ``copy=False`` views)
+    from the next fork on, as long as the mapping lives."""
+    offset, length = arena.layout.bank_range(0)
+    _bank_zero[:] = [entry for entry in _bank_zero if entry[0]() is not None]
+    _bank_zero.append((weakref.ref(arena._mmap), offset, length))
+
+
 def _before_fork() -> None:
     if _forking_workers:
         return
     for leases in list(_open):
         leases.retire_lent()
+    pending = list(_bank_zero)
+    _bank_zero.clear()
+    for mapping, offset, length in pending:
+        mapped = mapping()
+        if mapped is None or not hasattr(mmap, "MADV_DOFORK"):
+            continue
+        try:
+            mapped.madvise(mmap.MADV_DOFORK, offset, length)
+        except ValueError:  # closed: no view of it is left
+            continue
 
 
 if hasattr(os, "register_at_fork"):
@@ -93,6 +122,8 @@ class ObservationLeases:
     def __init__(self, arena: SharedArena) -> None:
         layout = arena.layout
         self._arena = arena
+        # The mapping itself: it outlives arena.close() while lent arrays view it.
+        self._mapped = arena._mmap
         self._space = layout.observation_space
         self._free = list(range(layout.observation_banks - 1, 0, -1))  # a stack: 1 first
         self._lent: dict[int, weakref.ref] = {}
@@ -138,7 +169,7 @@ class ObservationLeases:
         """The observations of ``bank`` as new arrays, shaped as gymnasium batches them; the
         bank is free again once all of them (and every view of them) are gone."""
         offset, length, leaves = self._banks[bank]
-        mapped = self._arena._mmap
+        mapped = self._mapped
         # The one array every returned view is based on (numpy stops collapsing a view's
         # base at an array whose own base is not an array): its death ends the lease.
         if len(leaves) == 1:  # the common case: one array, two numpy calls
@@ -161,6 +192,15 @@ class ObservationLeases:
         if self._lent.get(bank) is lease:  # not retired meanwhile
             del self._lent[bank]
             self._free.append(bank)
+            if not self._lent:
+                _orphaned.discard(self)
+
+    def close(self) -> None:
+        """The vector env is closing: lend nothing more; banks still lent stay tracked
+        (for forks) until their arrays are gone."""
+        self._free.clear()
+        if self._lent:
+            _orphaned.add(self)
 
     def bring_home(self) -> None:
         """Copy each env's latest observation that lies in another bank into bank 0, which
@@ -192,12 +232,12 @@ class ObservationLeases:
 
     def retire_lent(self) -> None:
         """Before a fork: make every lent bank visible to the child and never reuse it."""
-        arena = self._arena
         for bank in list(self._lent):
             del self._lent[bank]
             offset, length, _ = self._banks[bank]
-            if arena._mmap is not None and hasattr(mmap, "MADV_DOFORK"):
-                arena._mmap.madvise(mmap.MADV_DOFORK, offset, length)
+            if hasattr(mmap, "MADV_DOFORK"):
+                self._mapped.madvise(mmap.MADV_DOFORK, offset, length)
+        _orphaned.discard(self)
 
 
 def _returner(leases: weakref.ref, bank: int) -> Any:

@@ -40,7 +40,7 @@ from retrovec.core.arena import ArenaLayout, SharedArena, is_shareable
 from retrovec.core.base import ReplacementDied, RetroVectorEnvBase, base_arguments
 from retrovec.core.channel import PIPE_REPLY, ChannelWaiter, WorkerChannel
 from retrovec.core.info_columns import InfoSchema
-from retrovec.core.leases import LEASE_BANKS, ObservationLeases
+from retrovec.core.leases import LEASE_BANKS, ObservationLeases, share_on_fork
 from retrovec.core.lockstep import Doorbell, LockstepMixin
 from retrovec.core.processes import available_cores, disown_fd, frozen_heap, own_fd, stop_processes
 from retrovec.core.server import error_reply
@@ -283,6 +283,8 @@ class AsyncRetroVectorEnv(LockstepMixin, RetroVectorEnvBase):
             self._arena_fds = [own_fd(fd) for fd in arena.descriptors()]
             if layout.observation_banks > 1:
                 self._leases = ObservationLeases(arena)
+            if self._observations_shared:
+                share_on_fork(arena)  # copy=False views stay readable in the caller's forks
             self._actions = ActionRouter(
                 self.single_action_space, self.num_envs, arena, self.validate_actions
             )
@@ -403,7 +405,9 @@ class AsyncRetroVectorEnv(LockstepMixin, RetroVectorEnvBase):
             # Drop our own views first so the mapping can go now (a user's copy=False
             # views keep it alive until they are gone).
             self._actions = None
-            self._leases = None
+            if self._leases is not None:
+                self._leases.close()
+                self._leases = None
             if self._observations_shared:
                 self.observations = None
             self._arena.close()

@@ -158,6 +158,32 @@ def test_a_process_forked_while_a_result_is_held_sees_it_unchanged():
         close(envs)
 
 
+@pytest.mark.timeout(60)
+def test_a_result_held_past_close_is_readable_in_a_process_forked_after():
+    global _HELD
+    envs = AsyncRetroVectorEnv(probe_fns(2), context="fork")
+    child = None
+    try:
+        envs.reset(seed=3)
+        envs.step(actions(2))
+        _HELD = envs.step(actions(2))[0]  # lent (t = 2)
+        envs.close()
+        ctx = multiprocessing.get_context("fork")
+        go, answer = ctx.Event(), ctx.SimpleQueue()
+        child = ctx.Process(target=_read_held_later, args=(go, answer))
+        child.start()
+        go.set()
+        child.join(10)
+        assert child.exitcode == 0  # the arena is not inherited unless the bank is retired
+        assert answer.get() == _expected([3, 4], 2).tolist()
+        np.testing.assert_array_equal(_HELD, _expected([3, 4], 2))
+    finally:
+        _HELD = None
+        if child is not None and child.is_alive():
+            child.kill()
+        close(envs)
+
+
 class DictProbeEnv(ProbeEnv):
     """ProbeEnv with a Dict observation: ``{"pos": [seed, level, t], "t": t}``."""
 
@@ -202,3 +228,33 @@ def test_copy_false_never_lends():
         assert first is second  # gymnasium's copy=False: the same buffer every step
     finally:
         close(envs)
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
+def test_copy_false_views_are_readable_in_a_process_forked_after(closed):
+    # The arena is MADV_DONTFORK (a sibling env's workers must not keep it), but a
+    # process the caller forks must read the views it holds, as with gymnasium's.
+    global _HELD
+    envs = AsyncRetroVectorEnv(probe_fns(2), context="fork", copy=False)
+    child = None
+    try:
+        envs.reset(seed=3)
+        envs.step(actions(2))
+        _HELD = envs.step(actions(2))[0]
+        if closed:
+            envs.close()
+        ctx = multiprocessing.get_context("fork")
+        go, answer = ctx.Event(), ctx.SimpleQueue()
+        child = ctx.Process(target=_read_held_later, args=(go, answer))
+        child.start()
+        go.set()
+        child.join(10)
+        assert child.exitcode == 0
+        assert answer.get() == _expected([3, 4], 2).tolist()
+    finally:
+        _HELD = None
+        if child is not None and child.is_alive():
+            child.kill()
+        close(envs)
+
