@@ -183,6 +183,44 @@ class RayActorsMixin:
         self.worker_pids[index] = description["pid"]
         self.node_ids[index] = description["node_id"]
 
+    def _close_actors(
+        self,
+        actors: list[Any],
+        timeout: float | None,
+        terminate: bool,
+        release: Callable[[Any], None],
+    ) -> None:
+        """``close_extras`` of both transports: close the envs in ``actors`` (unless
+        ``terminate``), kill the actors, then ``release(ray)`` what the transport holds
+        besides, and the arena.
+
+        Args:
+            actors: The actors (``None`` for one already gone).
+            timeout: Seconds to wait for the calls in flight, then as long again for the
+                envs to close; ``None`` means 30 s.
+            terminate: Skip the envs' ``close()`` and kill the actors at once.
+            release: Drops the transport's own state (``ray`` is ``None`` when Ray never
+                started).
+        """
+        ray = getattr(self, "_ray", None)
+        grace = self._close_grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
+        try:
+            if ray is not None and not terminate and any(a is not None for a in actors):
+                self._close_envs(grace)
+        finally:
+            self._state = AsyncState.DEFAULT
+            if ray is not None:
+                for actor in actors:
+                    if actor is not None:
+                        self._kill(actor)
+            release(ray)
+            self._calls = {}
+            if self._arena is not None:
+                self._actions = None
+                self._read_actions = []
+                self._arena.close()
+                self._arena = None
+
     def _kill(self, actor: Any) -> None:
         """Stop an actor for good (dead or not)."""
         try:
@@ -436,24 +474,10 @@ class RayRetroVectorEnv(RayActorsMixin, RetroVectorEnvBase):
                 without closing their envs.
             terminate: Skip the envs' ``close()`` and kill the actors at once.
         """
-        ray = getattr(self, "_ray", None)
-        grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
-        try:
-            if ray is not None and not terminate and any(a is not None for a in self.actors):
-                self._close_envs(grace)
-        finally:
-            self._state = AsyncState.DEFAULT
-            if ray is not None:
-                for actor in self.actors:
-                    if actor is not None:
-                        self._kill(actor)
+        def release(ray: Any) -> None:
             self.actors = []
-            self._calls = {}
-            if self._arena is not None:
-                self._actions = None
-                self._read_actions = []
-                self._arena.close()
-                self._arena = None
+
+        self._close_actors(self.actors, timeout, terminate, release)
 
 
 def _task_error(error: Exception) -> ErrorPayload:

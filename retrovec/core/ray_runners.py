@@ -89,9 +89,6 @@ from retrovec.errors import WorkerCrashedError
 
 __all__ = ["RayRunnerVectorEnv", "default_envs_per_runner", "runner_layout"]
 
-#: Seconds ``close()`` waits for the runners to close their envs when given no timeout.
-DEFAULT_CLOSE_TIMEOUT = 30.0
-
 
 class RayRunnerVectorEnv(
     RunnerPlacementMixin, RunnerTransportMixin, RunnerRepliesMixin, RayActorsMixin,
@@ -344,17 +341,8 @@ class RayRunnerVectorEnv(
                 envs to close; ``None`` means 30 s. Runners still busy then are killed.
             terminate: Skip the envs' ``close()`` and kill the runners at once.
         """
-        ray = getattr(self, "_ray", None)
-        grace = self._close_grace = DEFAULT_CLOSE_TIMEOUT if timeout is None else timeout
-        try:
-            if ray is not None and not terminate and any(r is not None for r in self.runners):
-                self._close_envs(grace)
-        finally:
-            self._state = AsyncState.DEFAULT
+        def release(ray: Any) -> None:
             if ray is not None:
-                for actor in self.runners:
-                    if actor is not None:
-                        self._kill(actor)
                 self._remove_placement_group()
             if getattr(self, "_aliased", False):  # drop our views: the mapping can go now
                 self._aliased = False
@@ -364,11 +352,7 @@ class RayRunnerVectorEnv(
             for runner in range(len(getattr(self, "_channels", ()))):
                 self._close_channel(runner)
             self.runners = []
-            self._calls = {}
             self._outbox = {}
-            if self._arena is not None:
-                self._actions = None
-                self._read_actions = []
-                self._action_arrays = None
-                self._arena.close()
-                self._arena = None
+            self._action_arrays = None
+
+        self._close_actors(self.runners, timeout, terminate, release)
