@@ -127,60 +127,80 @@ def _read_held_later(go, answer) -> None:
     answer.put(_HELD.tolist())
 
 
-@pytest.mark.timeout(60)
-def test_a_process_forked_while_a_result_is_held_sees_it_unchanged():
+class _ForkedReader:
+    """A process forked now (by the caller, not by retrovec) that reads ``_HELD`` when
+    told to."""
+
+    def __init__(self) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self._go, self._answer = ctx.Event(), ctx.SimpleQueue()
+        self.process = ctx.Process(target=_read_held_later, args=(self._go, self._answer))
+        self.process.start()
+
+    def read(self) -> list:
+        """What the child reads now; it must exit cleanly (a read of pages it did not
+        inherit ends it with SIGSEGV, exit code -11)."""
+        self._go.set()
+        self.process.join(10)
+        assert self.process.exitcode == 0
+        return self._answer.get()
+
+    def stop(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+
+
+@pytest.fixture
+def held_step():
+    """``(hold, readers)``: ``hold(envs)`` resets ``envs`` (2 envs) with seed 3, steps
+    twice and keeps the second step's observations in ``_HELD`` (``_expected([3, 4],
+    2)``); the :class:`_ForkedReader` put in ``readers`` are stopped at the end."""
     global _HELD
-    envs = AsyncRetroVectorEnv(probe_fns(2), context="fork")
-    child = None
-    try:
+    readers = []
+
+    def hold(envs) -> None:
+        global _HELD
         envs.reset(seed=3)
         envs.step(actions(2))
-        _HELD = envs.step(actions(2))[0]  # lent (t = 2)
+        _HELD = envs.step(actions(2))[0]
+
+    yield hold, readers
+    _HELD = None
+    for reader in readers:
+        reader.stop()
+
+
+@pytest.mark.timeout(60)
+def test_a_process_forked_while_a_result_is_held_sees_it_unchanged(held_step):
+    global _HELD
+    hold, readers = held_step
+    envs = AsyncRetroVectorEnv(probe_fns(2), context="fork")
+    try:
+        hold(envs)  # lent
         available = envs._leases.available
-        ctx = multiprocessing.get_context("fork")
-        go, answer = ctx.Event(), ctx.SimpleQueue()
-        child = ctx.Process(target=_read_held_later, args=(go, answer))
-        child.start()
+        readers.append(reader := _ForkedReader())
         # The parent lets go of it and steps on: the bank must not be reused, or the
         # child would read later frames (or fault: the arena is not inherited otherwise).
         _HELD = None
         for _ in range(10):
             envs.step(actions(2))
         assert envs._leases.available == available  # retired, not returned
-        go.set()
-        assert answer.get() == _expected([3, 4], 2).tolist()
-        child.join(10)
-        assert child.exitcode == 0
+        assert reader.read() == _expected([3, 4], 2).tolist()
     finally:
-        _HELD = None
-        if child is not None and child.is_alive():
-            child.kill()
         close(envs)
 
 
 @pytest.mark.timeout(60)
-def test_a_result_held_past_close_is_readable_in_a_process_forked_after():
-    global _HELD
+def test_a_result_held_past_close_is_readable_in_a_process_forked_after(held_step):
+    hold, readers = held_step
     envs = AsyncRetroVectorEnv(probe_fns(2), context="fork")
-    child = None
     try:
-        envs.reset(seed=3)
-        envs.step(actions(2))
-        _HELD = envs.step(actions(2))[0]  # lent (t = 2)
+        hold(envs)  # lent
         envs.close()
-        ctx = multiprocessing.get_context("fork")
-        go, answer = ctx.Event(), ctx.SimpleQueue()
-        child = ctx.Process(target=_read_held_later, args=(go, answer))
-        child.start()
-        go.set()
-        child.join(10)
-        assert child.exitcode == 0  # the arena is not inherited unless the bank is retired
-        assert answer.get() == _expected([3, 4], 2).tolist()
+        readers.append(reader := _ForkedReader())
+        assert reader.read() == _expected([3, 4], 2).tolist()
         np.testing.assert_array_equal(_HELD, _expected([3, 4], 2))
     finally:
-        _HELD = None
-        if child is not None and child.is_alive():
-            child.kill()
         close(envs)
 
 
@@ -232,29 +252,16 @@ def test_copy_false_never_lends():
 
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("closed", [False, True], ids=["open", "closed"])
-def test_copy_false_views_are_readable_in_a_process_forked_after(closed):
+def test_copy_false_views_are_readable_in_a_process_forked_after(closed, held_step):
     # The arena is MADV_DONTFORK (a sibling env's workers must not keep it), but a
     # process the caller forks must read the views it holds, as with gymnasium's.
-    global _HELD
+    hold, readers = held_step
     envs = AsyncRetroVectorEnv(probe_fns(2), context="fork", copy=False)
-    child = None
     try:
-        envs.reset(seed=3)
-        envs.step(actions(2))
-        _HELD = envs.step(actions(2))[0]
+        hold(envs)
         if closed:
             envs.close()
-        ctx = multiprocessing.get_context("fork")
-        go, answer = ctx.Event(), ctx.SimpleQueue()
-        child = ctx.Process(target=_read_held_later, args=(go, answer))
-        child.start()
-        go.set()
-        child.join(10)
-        assert child.exitcode == 0
-        assert answer.get() == _expected([3, 4], 2).tolist()
+        readers.append(reader := _ForkedReader())
+        assert reader.read() == _expected([3, 4], 2).tolist()
     finally:
-        _HELD = None
-        if child is not None and child.is_alive():
-            child.kill()
         close(envs)
-
