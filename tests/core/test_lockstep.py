@@ -153,10 +153,13 @@ def _kill_later(pid: int, seconds: float) -> threading.Timer:
 
 
 @pytest.mark.timeout(60)
+@pytest.mark.parametrize("context", ["fork", "forkserver", "spawn"])
 @pytest.mark.parametrize("on_worker_failure", ["raise", "restart"])
-def test_a_worker_killed_during_a_lockstep_step(on_worker_failure):
+def test_a_worker_killed_during_a_lockstep_step(on_worker_failure, context):
+    # copy=True (the default): the round's observations go to a lent bank, so the
+    # restart path also brings the survivors' rows home to bank 0.
     envs = AsyncRetroVectorEnv(
-        probe_fns(3), context="fork", on_worker_failure=on_worker_failure
+        probe_fns(3), context=context, on_worker_failure=on_worker_failure
     )
     try:
         envs.reset(seed=0)
